@@ -54,7 +54,9 @@ def tool_version(program: Path) -> tuple[str, int]:
             [str(program), "--version"], capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL
         )
     except OSError as e:
-        raise BinaryNotFound(f"could not run {program}: {e.strerror}; check it is an executable for this machine") from e
+        raise BinaryNotFound(
+            f"could not run {program}: {e.strerror}; check it is an executable for this machine"
+        ) from e
     match = _VERSION.search(out.stdout)
     if out.returncode != 0 or not match:
         raise BinaryNotFound(

@@ -188,7 +188,9 @@ class FileRepository(Repository):
         except FileExistsError as e:
             raise RepositoryError(f"{key} already exists in {self.url}; refusing to overwrite it") from e
         except OSError as e:
-            raise RepositoryError(f"could not write {key} to {self.url}: {e.strerror}; check space and permissions") from e
+            raise RepositoryError(
+                f"could not write {key} to {self.url}: {e.strerror}; check space and permissions"
+            ) from e
         return ObjectInfo(key, size, digest)
 
     def open_raw(self, key: str) -> BinaryIO:
