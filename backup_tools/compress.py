@@ -1,0 +1,213 @@
+"""Streaming compression as file-like read adapters: "zstd", "gzip" or "none", chosen by name.
+
+Stored format: plain standard streams, so an operator can always fall back to `zstd -d` or `gunzip`.
+
+- "zstd": a sequence of independent zstd frames, one per 1 MiB of input, each recording its content size
+  (an empty input is one empty frame). Decompression therefore never holds more than about one frame
+  of output in memory, however compressible the data (empty pages, zero-filled WAL).
+- "gzip": one gzip member (RFC 1952); several concatenated members are accepted on reading.
+- "none": the bytes unchanged.
+
+The codec is not guessed on restore: the writer records it in the catalog (the backup's options, and the
+object name's suffix from `SUFFIXES`). `sniff_codec` recognises zstd and gzip by their magic numbers for
+diagnostics only ("none" cannot be told apart from data that happens to start with a magic number).
+A truncated, corrupted or empty compressed stream raises IntegrityError; decompression never ends
+silently in the middle of a frame or member.
+"""
+
+from __future__ import annotations
+
+import io
+import zlib
+from typing import Any, BinaryIO, cast
+
+import zstandard
+
+from backup_tools.errors import IntegrityError, UsageError
+
+CODECS = ("zstd", "gzip", "none")
+SUFFIXES = {"zstd": ".zst", "gzip": ".gz", "none": ""}
+DEFAULT_LEVELS = {"zstd": 3, "gzip": 6}
+FRAME_SIZE = 1 << 20
+READ_SIZE = 1 << 16
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+GZIP_MAGIC = b"\x1f\x8b"
+_GZIP_WBITS = 16 + zlib.MAX_WBITS
+
+
+class PullReader(io.RawIOBase):
+    """A read-only stream whose bytes come from `_produce()`, one piece at a time, until it returns None."""
+
+    def __init__(self, src: BinaryIO):
+        self._src = src
+        self._buf = memoryview(b"")
+        self._finished = False
+
+    def _produce(self) -> bytes | None:
+        """Return the next piece of output (possibly empty), or None at the end."""
+        raise NotImplementedError
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # type: ignore[override]
+        while not self._buf:
+            if self._finished:
+                return 0
+            piece = self._produce()
+            if piece is None:
+                self._finished = True
+                return 0
+            self._buf = memoryview(piece)
+        n = min(len(buffer), len(self._buf))
+        buffer[:n] = self._buf[:n]
+        self._buf = self._buf[n:]
+        return n
+
+    def close(self) -> None:
+        if not self.closed:
+            self._src.close()
+        super().close()
+
+
+def read_exact(src: BinaryIO, size: int) -> bytes:
+    """Read `size` bytes, fewer only at end of stream (sources may return short reads)."""
+    first = src.read(size)
+    if not first or len(first) == size:
+        return first or b""
+    parts, got = [first], len(first)
+    while got < size and (more := src.read(size - got)):
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)
+
+
+def as_binary_io(raw: io.RawIOBase) -> BinaryIO:
+    """Wrap a raw adapter so read(n) returns n bytes unless at the end."""
+    return cast(BinaryIO, io.BufferedReader(raw, buffer_size=READ_SIZE))
+
+
+def check_codec(codec: str) -> str:
+    """Return the codec name, or raise UsageError naming the valid ones."""
+    if codec not in CODECS:
+        raise UsageError(f"unknown compression {codec!r}; use one of {', '.join(CODECS)}")
+    return codec
+
+
+def sniff_codec(head: bytes) -> str:
+    """Name the codec whose magic number starts `head` ("none" when neither matches); diagnostics only."""
+    if head.startswith(ZSTD_MAGIC):
+        return "zstd"
+    if head.startswith(GZIP_MAGIC):
+        return "gzip"
+    return "none"
+
+
+class _ZstdCompress(PullReader):
+    def __init__(self, src: BinaryIO, level: int):
+        super().__init__(src)
+        self._cctx = zstandard.ZstdCompressor(level=level, write_checksum=True, write_content_size=True)
+        self._started = False
+
+    def _produce(self) -> bytes | None:
+        chunk = read_exact(self._src, FRAME_SIZE)
+        if not chunk and self._started:
+            return None
+        self._started = True
+        return self._cctx.compress(chunk)
+
+
+class _GzipCompress(PullReader):
+    def __init__(self, src: BinaryIO, level: int):
+        super().__init__(src)
+        self._obj = zlib.compressobj(level, zlib.DEFLATED, _GZIP_WBITS)
+        self._flushed = False
+
+    def _produce(self) -> bytes | None:
+        if self._flushed:
+            return None
+        chunk = self._src.read(READ_SIZE)
+        if chunk:
+            return self._obj.compress(chunk)
+        self._flushed = True
+        return self._obj.flush()
+
+
+class _Decompress(PullReader):
+    """Feed input to one frame/member decoder at a time, start a new one after each, fail if cut short."""
+
+    name = ""
+
+    def __init__(self, src: BinaryIO):
+        super().__init__(src)
+        self._pending = b""
+        self._dec: Any = None
+        self._units = 0
+
+    def _new(self) -> Any:
+        raise NotImplementedError
+
+    def _feed(self, data: bytes) -> bytes:
+        raise NotImplementedError
+
+    def _tail(self) -> bytes:
+        return b""
+
+    def _produce(self) -> bytes | None:
+        if self._dec is not None and self._dec.eof:
+            self._pending, self._dec = self._dec.unused_data + self._pending, None
+        if self._dec is not None and self._tail():
+            data = b""
+        else:
+            data, self._pending = self._pending or self._src.read(READ_SIZE), b""
+            if not data and self._dec is None and self._units:
+                return None
+            if not data:
+                what = "is empty" if self._dec is None else "ends in the middle of a frame"
+                raise IntegrityError(f"{self.name} stream {what} (truncated object); restore from another copy")
+        if self._dec is None:
+            self._dec, self._units = self._new(), self._units + 1
+        try:
+            return self._feed(data)
+        except (zstandard.ZstdError, zlib.error) as e:
+            raise IntegrityError(f"{self.name} stream is corrupted ({e}); restore from another backup or copy") from e
+
+
+class _ZstdDecompress(_Decompress):
+    name = "zstd"
+
+    def _new(self) -> Any:
+        return zstandard.ZstdDecompressor().decompressobj()
+
+    def _feed(self, data: bytes) -> bytes:
+        return self._dec.decompress(data)  # stops at the end of one frame: at most FRAME_SIZE of output
+
+
+class _GzipDecompress(_Decompress):
+    name = "gzip"
+
+    def _new(self) -> Any:
+        return zlib.decompressobj(_GZIP_WBITS)
+
+    def _tail(self) -> bytes:
+        return self._dec.unconsumed_tail
+
+    def _feed(self, data: bytes) -> bytes:
+        return self._dec.decompress(self._dec.unconsumed_tail + data, FRAME_SIZE)  # bounded output
+
+
+def compressing_reader(src: BinaryIO, *, codec: str, level: int | None = None) -> BinaryIO:
+    """Return a stream that yields `src` compressed with `codec` (for Repository.put_stream)."""
+    if check_codec(codec) == "none":
+        return src
+    lvl = DEFAULT_LEVELS[codec] if level is None else level
+    raw = _ZstdCompress(src, lvl) if codec == "zstd" else _GzipCompress(src, lvl)
+    return as_binary_io(raw)
+
+
+def decompressing_reader(src: BinaryIO, *, codec: str) -> BinaryIO:
+    """Return a stream that yields `src` decompressed; raises IntegrityError on corrupt or truncated input."""
+    if check_codec(codec) == "none":
+        return src
+    raw = _ZstdDecompress(src) if codec == "zstd" else _GzipDecompress(src)
+    return as_binary_io(raw)
