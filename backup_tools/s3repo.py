@@ -1,0 +1,422 @@
+"""S3 repositories (s3://bucket/prefix): streaming multipart writes, verified reads, conditional puts, locks."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any, BinaryIO
+from urllib.parse import urlparse
+
+import boto3
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    ReadTimeoutError,
+)
+
+from backup_tools.errors import IntegrityError, RepositoryError, UsageError
+from backup_tools.repository import ObjectInfo, Repository, _is_stale
+
+MiB = 1 << 20
+SHA_META = "sha256"  # x-amz-meta-sha256 on single-part objects, an object tag on multipart ones
+AUTH_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken", "ExpiredToken", "403"}
+TRANSIENT = (BotoCoreError, OSError)  # mid-stream failures worth resuming a download after
+
+
+class RestorePending(RepositoryError):
+    """An archived (GLACIER / DEEP_ARCHIVE) object is being restored; retry the read later."""
+
+
+def _no_clobber(params: dict, **_: Any) -> None:
+    """Make a PutObject / CompleteMultipartUpload conditional: fail with 412 if the key exists."""
+    params["IfNoneMatch"] = "*"
+
+
+def _code(e: ClientError) -> tuple[str, int]:
+    return e.response.get("Error", {}).get("Code", ""), e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+
+
+def _read_full(src: BinaryIO, n: int) -> bytes:
+    """Read n bytes, or fewer only at EOF (pipes return short reads)."""
+    parts, got = [], 0
+    while got < n and (data := src.read(n - got)):
+        parts.append(data)
+        got += len(data)
+    return b"".join(parts)
+
+
+class _HashingSource:
+    """A non-seekable reader over buffered bytes then a stream, hashing what s3transfer reads."""
+
+    def __init__(self, head: bytes, rest: BinaryIO):
+        self._head, self._rest = io.BytesIO(head), rest
+        self.sha, self.size = hashlib.sha256(), 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._head.read(n)
+        if n < 0:
+            data += self._rest.read()
+        elif len(data) < n:
+            data += _read_full(self._rest, n - len(data))
+        self.sha.update(data)
+        self.size += len(data)
+        return data
+
+
+class _Body(io.RawIOBase):
+    """An object's GET stream that resumes with a ranged GET (same ETag) when the connection breaks."""
+
+    def __init__(self, repo: S3Repository, key: str, response: dict):
+        self._repo, self._key, self._resp = repo, key, response
+        self._etag, self._pos, self._resumes = response["ETag"], 0, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def read(self, n: int = -1) -> bytes:
+        while True:
+            try:
+                data = self._resp["Body"].read(None if n < 0 else n)
+                self._pos += len(data)
+                return data
+            except TRANSIENT as e:
+                self._resume(e)
+
+    def _resume(self, error: Exception) -> None:
+        self._resumes += 1
+        if self._resumes >= self._repo.attempts:
+            raise RepositoryError(
+                f"reading {self._key} from {self._repo.endpoint} broke off at byte {self._pos} "
+                f"{self._resumes} times ({type(error).__name__}); check the network and retry"
+            ) from error
+        time.sleep(min(2.0, 0.2 * 2**self._resumes))
+        try:
+            self._resp = self._repo._c.get_object(
+                Bucket=self._repo.bucket,
+                Key=self._repo._full(self._key),
+                Range=f"bytes={self._pos}-",
+                IfMatch=self._etag,
+            )
+        except ClientError as e:
+            if _code(e)[0] == "PreconditionFailed":
+                raise IntegrityError(
+                    f"{self._key} in {self._repo.url} was replaced while being read; read it again"
+                ) from e
+            raise self._repo._fail(e, f"resuming the read of {self._key}") from e
+        except BotoCoreError as e:
+            raise self._repo._fail(e, f"resuming the read of {self._key}") from e
+
+    def close(self) -> None:
+        self._resp["Body"].close()
+        super().close()
+
+
+class S3Repository(Repository):
+    """A repository under s3://bucket/prefix on AWS or any S3-compatible endpoint (AWS_ENDPOINT_URL)."""
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        credentials: tuple[str, str] | None = None,
+        storage_class: str = "STANDARD",
+        lock_mode: str = "COMPLIANCE",
+        attempts: int = 3,
+        connect_timeout: float = 2.0,
+        read_timeout: float = 30.0,
+        part_size: int = 64 * MiB,
+        max_concurrency: int = 4,
+        lock_stale_after: float = 6 * 3600,
+        restore_days: int = 7,
+        restore_tier: str = "Standard",
+    ):
+        if not bucket:
+            raise UsageError("an S3 repository needs a bucket: s3://bucket/prefix")
+        self.bucket, self.prefix = bucket, prefix.strip("/")
+        self.url = f"s3://{bucket}/{self.prefix}".rstrip("/")
+        self.storage_class, self.lock_mode, self.attempts = storage_class, lock_mode, attempts
+        self.read_timeout, self.lock_stale_after = read_timeout, lock_stale_after
+        self.restore_days, self.restore_tier = restore_days, restore_tier
+        self.transfer = TransferConfig(
+            multipart_threshold=part_size, multipart_chunksize=part_size, max_concurrency=max_concurrency
+        )
+        custom = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        config = Config(
+            retries={"total_max_attempts": attempts, "mode": "standard"},
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            s3={"addressing_style": "path" if custom else "auto"},
+        )
+        key_id, secret = credentials or (None, None)
+        session = boto3.Session(aws_access_key_id=key_id, aws_secret_access_key=secret, region_name=region)
+        # endpoint_url=None lets botocore resolve AWS_ENDPOINT_URL(_S3) itself (botocore >= 1.31)
+        self._c = session.client("s3", endpoint_url=endpoint_url, config=config)
+        self._c_new = session.client("s3", endpoint_url=endpoint_url, config=config)
+        self._c_new.meta.events.register("before-parameter-build.s3.PutObject", _no_clobber)
+        self._c_new.meta.events.register("before-parameter-build.s3.CompleteMultipartUpload", _no_clobber)
+        parsed = urlparse(self._c.meta.endpoint_url)
+        self.endpoint = f"{parsed.scheme}://{parsed.hostname}" + (f":{parsed.port}" if parsed.port else "")
+        self._bucket_ok = False
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> S3Repository:
+        """Open s3://bucket/prefix; the endpoint comes from AWS_ENDPOINT_URL unless endpoint_url= is given."""
+        parsed = urlparse(url)
+        if parsed.scheme != "s3" or not parsed.netloc:
+            raise UsageError(f"S3 repository URL must be s3://bucket/prefix, got {url!r}")
+        return cls(parsed.netloc, parsed.path, **options)
+
+    def _full(self, key: str) -> str:
+        if not key or key.startswith("/") or ".." in key.split("/"):
+            raise UsageError(f"invalid object key {key!r}")
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _fail(self, e: Exception, what: str) -> RepositoryError:
+        """Turn a boto error into a RepositoryError that says what to do (never includes credentials)."""
+        where = f"{what} ({self.url} at {self.endpoint})"
+        if isinstance(e, ClientError):
+            code, status = _code(e)
+            if code == "NoSuchBucket":
+                return RepositoryError(f"bucket {self.bucket} does not exist: {where}; create it or fix --repo")
+            if code in AUTH_CODES or status == 403:
+                return RepositoryError(
+                    f"the endpoint rejected the credentials ({code}): {where}; check AWS_ACCESS_KEY_ID / "
+                    "AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) and the bucket policy"
+                )
+            if status >= 500 or code in ("SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable"):
+                return RepositoryError(
+                    f"the storage service kept failing ({status} {code}) after {self.attempts} attempts: {where}; "
+                    "retry later and check the service's health"
+                )
+            return RepositoryError(f"{code or status}: {where}: {e.response.get('Error', {}).get('Message', '')}")
+        if isinstance(e, ReadTimeoutError):
+            return RepositoryError(
+                f"no answer within {self.read_timeout:g}s, {self.attempts} attempts: {where}; "
+                "the endpoint is overloaded or hanging: retry later"
+            )
+        if isinstance(e, EndpointConnectionError | ConnectTimeoutError):
+            return RepositoryError(
+                f"could not connect after {self.attempts} attempts: {where}; check AWS_ENDPOINT_URL / "
+                "--s3-endpoint, the network, and that the service is up"
+            )
+        if isinstance(e, NoCredentialsError):
+            return RepositoryError(f"no credentials found: {where}; set AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY")
+        return RepositoryError(f"S3 request failed ({type(e).__name__}: {e}): {where}")
+
+    def _check_bucket(self) -> None:
+        """Raise a clear error if the bucket is missing (HEAD on an object answers a bare 404 either way)."""
+        if self._bucket_ok:
+            return
+        try:
+            self._c.head_bucket(Bucket=self.bucket)
+        except ClientError as e:
+            raise self._fail(e if _code(e)[1] != 404 else _no_bucket(e), "checking the bucket") from e
+        except BotoCoreError as e:
+            raise self._fail(e, "checking the bucket") from e
+        self._bucket_ok = True
+
+    def put_stream(
+        self,
+        key: str,
+        src: BinaryIO,
+        *,
+        overwrite: bool = False,
+        storage_class: str | None = None,
+        retain_until: datetime | None = None,
+    ) -> ObjectInfo:
+        """Stream src to key (multipart above part_size); with overwrite=False an existing key is never replaced."""
+        full, client = self._full(key), (self._c if overwrite else self._c_new)
+        extra: dict[str, Any] = {"StorageClass": storage_class or self.storage_class}
+        if retain_until is not None:
+            extra |= {"ObjectLockMode": self.lock_mode, "ObjectLockRetainUntilDate": retain_until}
+        head = _read_full(src, self.transfer.multipart_threshold)
+        try:
+            if len(head) < self.transfer.multipart_threshold:  # all of it: one PUT, sha256 as metadata
+                digest = hashlib.sha256(head).hexdigest()
+                client.put_object(Bucket=self.bucket, Key=full, Body=head, Metadata={SHA_META: digest}, **extra)
+                return ObjectInfo(key, len(head), digest)
+            source = _HashingSource(head, src)
+            del head
+            # s3transfer aborts the multipart upload if src raises or a part fails; nothing appears under the key
+            client.upload_fileobj(source, self.bucket, full, ExtraArgs=extra, Config=self.transfer)
+            digest = source.sha.hexdigest()
+            self._c.put_object_tagging(
+                Bucket=self.bucket, Key=full, Tagging={"TagSet": [{"Key": SHA_META, "Value": digest}]}
+            )
+            return ObjectInfo(key, source.size, digest)
+        except ClientError as e:
+            if _code(e)[0] in ("PreconditionFailed", "ConditionalRequestConflict"):
+                raise RepositoryError(f"{key} already exists in {self.url}; refusing to overwrite it") from e
+            raise self._fail(e, f"writing {key}") from e
+        except BotoCoreError as e:
+            raise self._fail(e, f"writing {key}") from e
+
+    def open_raw(self, key: str) -> BinaryIO:
+        try:
+            return _Body(self, key, self._c.get_object(Bucket=self.bucket, Key=self._full(key)))  # type: ignore[return-value]
+        except ClientError as e:
+            code = _code(e)[0]
+            if code == "NoSuchKey":
+                raise RepositoryError(f"{key} is missing from {self.url}") from e
+            if code == "InvalidObjectState":
+                raise self._restore(key) from e
+            raise self._fail(e, f"reading {key}") from e
+        except BotoCoreError as e:
+            raise self._fail(e, f"reading {key}") from e
+
+    def open_read(self, key: str, *, sha256: str | None = None, size: int | None = None) -> BinaryIO:
+        """Open an object, verifying it against the given sha256, or else the one stored with the object."""
+        return super().open_read(key, sha256=sha256 or self.stored_sha256(key), size=size)
+
+    def stored_sha256(self, key: str) -> str | None:
+        """The sha256 recorded when the object was written (metadata or tag), None if absent or unreadable."""
+        try:
+            head = self._c.head_object(Bucket=self.bucket, Key=self._full(key))
+            if digest := head.get("Metadata", {}).get(SHA_META):
+                return digest
+            tags = self._c.get_object_tagging(Bucket=self.bucket, Key=self._full(key))["TagSet"]
+            return next((t["Value"] for t in tags if t["Key"] == SHA_META), None)
+        except (ClientError, BotoCoreError):
+            return None  # open_raw reports missing objects and unreachable endpoints with a clear message
+
+    def _restore(self, key: str) -> RestorePending:
+        """Start (or report) the restore of an archived object."""
+        full = self._full(key)
+        try:
+            head = self._c.head_object(Bucket=self.bucket, Key=full)
+            tier = head.get("StorageClass", "an archive tier")
+            if 'ongoing-request="true"' in head.get("Restore", ""):
+                return RestorePending(f"{key} in {self.url} is in {tier}; its restore is still running: retry later")
+            request = {"Days": self.restore_days, "GlacierJobParameters": {"Tier": self.restore_tier}}
+            self._c.restore_object(Bucket=self.bucket, Key=full, RestoreRequest=request)
+        except ClientError as e:
+            if _code(e)[0] != "RestoreAlreadyInProgress":
+                raise self._fail(e, f"restoring {key} from its archive tier") from e
+        except BotoCoreError as e:
+            raise self._fail(e, f"restoring {key} from its archive tier") from e
+        return RestorePending(
+            f"{key} in {self.url} is in {tier}; requested a {self.restore_tier} restore for {self.restore_days} "
+            "days: retry later (minutes to hours, up to 48 h for DEEP_ARCHIVE)"
+        )
+
+    def stat(self, key: str) -> int | None:
+        try:
+            return self._c.head_object(Bucket=self.bucket, Key=self._full(key))["ContentLength"]
+        except ClientError as e:
+            if _code(e)[1] != 404:
+                raise self._fail(e, f"looking up {key}") from e
+        except BotoCoreError as e:
+            raise self._fail(e, f"looking up {key}") from e
+        self._check_bucket()
+        return None
+
+    def list(self, prefix: str) -> list[str]:
+        base = f"{self.prefix}/" if self.prefix else ""
+        try:
+            pages = self._c.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=base + prefix)
+            return sorted(o["Key"][len(base) :] for page in pages for o in page.get("Contents", []))
+        except (ClientError, BotoCoreError) as e:
+            raise self._fail(e, f"listing {prefix or '/'}") from e
+
+    def delete(self, key: str) -> None:
+        """Delete an object (in a versioned bucket this adds a delete marker; older versions stay)."""
+        try:
+            self._c.delete_object(Bucket=self.bucket, Key=self._full(key))
+        except (ClientError, BotoCoreError) as e:
+            raise self._fail(e, f"deleting {key}") from e
+
+    def purge(self, key: str) -> None:
+        """Delete every version of an object; versions under Object Lock retention are refused."""
+        full = self._full(key)
+        try:
+            for page in self._c.get_paginator("list_object_versions").paginate(Bucket=self.bucket, Prefix=full):
+                for v in page.get("Versions", []) + page.get("DeleteMarkers", []):
+                    if v["Key"] == full:
+                        self._c.delete_object(Bucket=self.bucket, Key=full, VersionId=v["VersionId"])
+        except ClientError as e:
+            if _code(e)[0] == "AccessDenied":
+                raise RepositoryError(
+                    f"{key} in {self.url} has a version under Object Lock retention (or the key may not delete "
+                    "versions); it can be removed only after its retain-until date"
+                ) from e
+            raise self._fail(e, f"purging {key}") from e
+        except BotoCoreError as e:
+            raise self._fail(e, f"purging {key}") from e
+
+    @contextmanager
+    def lock(self, name: str = "repo") -> Iterator[None]:
+        """Hold locks/<name>.lock, created with a conditional PUT; a lock older than lock_stale_after is broken."""
+        key, full = f"locks/{name}.lock", self._full(f"locks/{name}.lock")
+        owner = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}).encode()
+        for attempt in range(2):
+            try:
+                etag = self._c_new.put_object(Bucket=self.bucket, Key=full, Body=owner)["ETag"]
+                break
+            except ClientError as e:
+                if _code(e)[0] not in ("PreconditionFailed", "ConditionalRequestConflict"):
+                    raise self._fail(e, f"taking the lock {key}") from e
+            except BotoCoreError as e:
+                raise self._fail(e, f"taking the lock {key}") from e
+            holder, held_etag, age = self._lock_holder(full)
+            if attempt == 0 and (age > self.lock_stale_after or _is_stale(holder)):
+                self._delete_if(full, held_etag)
+                continue
+            raise RepositoryError(
+                f"{self.url} is locked by pid {holder.get('pid')} on {holder.get('host')} for {age:.0f}s "
+                f"(another backup-tools run); wait for it, or delete {self.url}/{key} if that run is gone "
+                f"(it counts as stale after {self.lock_stale_after:.0f}s)"
+            )
+        try:
+            yield
+        finally:
+            self._delete_if(full, etag)
+
+    def _lock_holder(self, full: str) -> tuple[dict, str | None, float]:
+        """The lock's owner record, ETag and age in seconds (by the server's clock where possible)."""
+        try:
+            resp = self._c.get_object(Bucket=self.bucket, Key=full)
+            holder = json.loads(resp["Body"].read() or b"{}")
+            age = (datetime.now(UTC) - resp["LastModified"]).total_seconds()
+            return holder if isinstance(holder, dict) else {}, resp["ETag"], age
+        except (ClientError, BotoCoreError, ValueError):
+            return {}, None, 0.0
+
+    def _delete_if(self, full: str, etag: str | None) -> None:
+        """Delete a lock only if it is still the one we saw (conditional DELETE where supported)."""
+        try:
+            self._c.delete_object(Bucket=self.bucket, Key=full, **({"IfMatch": etag} if etag else {}))
+        except ClientError as e:
+            if _code(e)[0] == "NotImplemented" and etag:
+                self._delete_if(full, None)
+        except BotoCoreError:
+            pass  # a lock left behind goes stale after lock_stale_after
+
+
+def _no_bucket(e: ClientError) -> ClientError:
+    """Re-label a HEAD-bucket 404 (no body, no code) as NoSuchBucket."""
+    return ClientError({"Error": {"Code": "NoSuchBucket", "Message": "no such bucket"}}, e.operation_name)
+
+
+def retain_for(period: timedelta) -> datetime:
+    """A retain-until date `period` from now, for put_stream(retain_until=...)."""
+    return datetime.now(UTC) + period
