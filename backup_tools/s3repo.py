@@ -271,6 +271,20 @@ class S3Repository(Repository):
         except BotoCoreError as e:
             raise self._fail(e, f"writing {key}") from e
 
+    def put_bytes(
+        self,
+        key: str,
+        data: bytes,
+        *,
+        overwrite: bool = False,
+        storage_class: str | None = None,
+        retain_until: datetime | None = None,
+    ) -> ObjectInfo:
+        """Store a small object (same options as put_stream)."""
+        return self.put_stream(
+            key, io.BytesIO(data), overwrite=overwrite, storage_class=storage_class, retain_until=retain_until
+        )
+
     def open_raw(self, key: str) -> BinaryIO:
         try:
             return _Body(self, key, self._c.get_object(Bucket=self.bucket, Key=self._full(key)))  # type: ignore[return-value]
