@@ -278,6 +278,8 @@ def _plan_wal(
     needs = [r for r in kept if r.kind in PHYSICAL and r.status != "FAILED"]
     if frozen:
         return [], "nothing deleted: the newest physical backups failed"
+    if not names:
+        return [], "none in the repository"
     if not needs:
         return [], "left alone: no kept physical backup needs it (and none to measure from)"
     if any(r.is_good and not r.start_lsn for r in needs):
