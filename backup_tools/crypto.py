@@ -43,7 +43,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from backup_tools.compress import PullReader, as_binary_io, read_exact
-from backup_tools.errors import EncryptionKeyError, IntegrityError, UsageError
+from backup_tools.errors import BackupToolsError, EncryptionKeyError, IntegrityError, UsageError
 from backup_tools.keys import (  # noqa: F401  (re-exported: crypto.py is the package's encryption entry point)
     KEY_FILE_ENV,
     KeyWrapper,
@@ -210,6 +210,10 @@ def decrypt_to_file(
             os.fsync(f.fileno())
         os.replace(tmp, dest)
         fsync_dir(dest.parent)
+    except OSError as e:
+        raise BackupToolsError(
+            f"could not write {dest}: {e.strerror}; check the directory, space and permissions"
+        ) from e
     finally:
         tmp.unlink(missing_ok=True)
     return total

@@ -29,7 +29,7 @@ from backup_tools.crypto import (
     encrypted_size,
     encrypting_reader,
 )
-from backup_tools.errors import EncryptionKeyError, IntegrityError, UsageError
+from backup_tools.errors import BackupToolsError, EncryptionKeyError, IntegrityError, UsageError
 from backup_tools.keys import (
     KEY_FILE_ENV,
     KmsKey,
@@ -307,6 +307,11 @@ def test_decrypt_to_file_and_stream(dk: dict[str, Any], tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------- streams: fail closed
+
+
+def test_decrypt_to_missing_directory_is_a_clear_error(dk: dict[str, Any], tmp_path: Path) -> None:
+    with pytest.raises(BackupToolsError, match="could not write .*nowhere/out.*check the directory"):
+        decrypt_to_file(io.BytesIO(encrypt(b"x", dk)), tmp_path / "nowhere" / "out", **dk)
 
 
 def test_wrong_data_key_raises_before_any_output_and_leaves_no_file(dk: dict[str, Any], tmp_path: Path) -> None:
