@@ -8,6 +8,7 @@ import json
 import os
 import socket
 import time
+from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -16,7 +17,7 @@ from botocore.exceptions import ClientError
 from backup_tools.errors import IntegrityError, RepositoryError
 from backup_tools.repository import open_repository
 from backup_tools.s3repo import MiB, RestorePending, S3Repository, retain_for
-from fixtures.faultproxy import FaultProxy, closed_port_url, s3_fault_proxy  # noqa: F401 - fixture
+from fixtures.faultproxy import FaultProxy, closed_port_url, fault_proxy
 from fixtures.s3 import S3Credentials, S3Service
 
 pytestmark = pytest.mark.integration
@@ -51,6 +52,13 @@ def payload(size: int) -> bytes:
 def repo(s3: S3Service, s3_prefix: str) -> S3Repository:
     """A repository under a fresh prefix of the primary bucket."""
     return s3.repository(s3.primary_region, s3_prefix, **SMALL_PARTS)
+
+
+@pytest.fixture
+def proxy(s3: S3Service) -> Iterator[FaultProxy]:
+    """A fault-injecting proxy in front of the session's S3 endpoint."""
+    with fault_proxy(s3.endpoint) as p:
+        yield p
 
 
 def test_small_put_records_sha256_as_metadata(repo: S3Repository, s3: S3Service) -> None:
@@ -131,9 +139,11 @@ def test_bit_flip_is_an_integrity_error_naming_the_key(repo: S3Repository, s3: S
 def test_truncated_object_is_an_integrity_error(repo: S3Repository, s3: S3Service) -> None:
     info = repo.put_bytes("wal/seg", payload(8192))
     s3.client().put_object(Bucket=repo.bucket, Key=f"{repo.prefix}/wal/seg", Body=payload(8192)[:5000])
-    with pytest.raises(IntegrityError, match="wal/seg: read 5000 bytes, catalog says 8192"):
-        with repo.open_read("wal/seg", sha256=info.sha256, size=info.size) as f:
-            f.read()
+    with (
+        pytest.raises(IntegrityError, match="wal/seg: read 5000 bytes, catalog says 8192"),
+        repo.open_read("wal/seg", sha256=info.sha256, size=info.size) as f,
+    ):
+        f.read()
 
 
 def test_missing_key_and_missing_bucket(s3: S3Service, repo: S3Repository) -> None:
@@ -174,43 +184,39 @@ def test_unreachable_endpoint_fails_fast(s3: S3Service, how: str) -> None:
     assert time.monotonic() - started < 10
 
 
-def test_500s_are_retried_then_reported(s3: S3Service, s3_prefix: str, s3_fault_proxy: FaultProxy) -> None:
-    repo = s3.repository(s3.primary_region, s3_prefix, endpoint_url=s3_fault_proxy.url)
-    s3_fault_proxy.fail(2, status=503, method="PUT")
+def test_500s_are_retried_then_reported(s3: S3Service, s3_prefix: str, proxy: FaultProxy) -> None:
+    repo = s3.repository(s3.primary_region, s3_prefix, endpoint_url=proxy.url)
+    proxy.fail(2, status=503, method="PUT")
     assert repo.put_bytes("survives", b"ok").size == 2  # two 503s, third attempt lands
-    assert s3_fault_proxy.count("PUT", "survives") == 3
-    s3_fault_proxy.fail(100, status=500, method="PUT")
+    assert proxy.count("PUT", "survives") == 3
+    proxy.fail(100, status=500, method="PUT")
     with pytest.raises(RepositoryError, match="kept failing .500.*after 3 attempts.*retry later"):
         repo.put_bytes("doomed", b"x")
-    assert s3_fault_proxy.count("PUT", "doomed") == 3
+    assert proxy.count("PUT", "doomed") == 3
 
 
-def test_slow_endpoint_times_out(s3: S3Service, s3_prefix: str, s3_fault_proxy: FaultProxy) -> None:
-    repo = s3.repository(s3.primary_region, s3_prefix, endpoint_url=s3_fault_proxy.url, read_timeout=0.5, attempts=2)
-    s3_fault_proxy.hang(10, seconds=3, method="HEAD")
+def test_slow_endpoint_times_out(s3: S3Service, s3_prefix: str, proxy: FaultProxy) -> None:
+    repo = s3.repository(s3.primary_region, s3_prefix, endpoint_url=proxy.url, read_timeout=0.5, attempts=2)
+    proxy.hang(10, seconds=3, method="HEAD")
     started = time.monotonic()
     with pytest.raises(RepositoryError, match="no answer within 0.5s, 2 attempts"):
         repo.stat("k")
     assert time.monotonic() - started < 3
 
 
-def test_download_resumes_after_a_dropped_connection(
-    s3: S3Service, s3_prefix: str, s3_fault_proxy: FaultProxy
-) -> None:
-    repo = s3.repository(s3.primary_region, s3_prefix, endpoint_url=s3_fault_proxy.url)
+def test_download_resumes_after_a_dropped_connection(s3: S3Service, s3_prefix: str, proxy: FaultProxy) -> None:
+    repo = s3.repository(s3.primary_region, s3_prefix, endpoint_url=proxy.url)
     data = payload(300_000)
     info = repo.put_bytes("backups/b4/base.tar", data)
-    s3_fault_proxy.truncate(1, keep_bytes=100_000, method="GET", path="base.tar")
+    proxy.truncate(1, keep_bytes=100_000, method="GET", path="base.tar")
     assert repo.get_bytes("backups/b4/base.tar", sha256=info.sha256) == data
-    assert s3_fault_proxy.count("GET", "base.tar") == 2  # one cut short, one ranged resume
-    s3_fault_proxy.truncate(10, keep_bytes=10, method="GET", path="base.tar")
+    assert proxy.count("GET", "base.tar") == 2  # one cut short, one ranged resume
+    proxy.truncate(10, keep_bytes=10, method="GET", path="base.tar")
     with pytest.raises(RepositoryError, match="broke off at byte"):
         repo.get_bytes("backups/b4/base.tar", sha256=info.sha256)
 
 
-def test_archived_object_is_restored_before_reading(
-    s3: S3Service, s3_prefix: str, s3_restore_delay
-) -> None:  # noqa: ANN001
+def test_archived_object_is_restored_before_reading(s3: S3Service, s3_prefix: str, s3_restore_delay) -> None:  # noqa: ANN001
     s3_restore_delay(2)  # a restore reported in progress for 2 s (moto's restores are otherwise instant)
     repo = s3.repository(s3.primary_region, s3_prefix)
     info = repo.put_bytes("backups/monthly/base.tar", b"cold data", storage_class="DEEP_ARCHIVE")
@@ -226,8 +232,7 @@ def test_archived_object_is_restored_before_reading(
 
 
 def test_object_lock_retention_refuses_deleting_versions(s3: S3Service, s3_lock_bucket: str) -> None:
-    repo = s3.repository(s3.primary_region, "locked")
-    repo = S3Repository(s3_lock_bucket, "locked", endpoint_url=s3.endpoint, credentials=_pair(s3))
+    repo = s3.repository(s3.primary_region, "locked", bucket=s3_lock_bucket)
     repo.put_bytes("backups/b5/base.tar", b"immutable", retain_until=retain_for(timedelta(days=1)))
     client = s3.client()
     full = "locked/backups/b5/base.tar"
@@ -237,7 +242,9 @@ def test_object_lock_retention_refuses_deleting_versions(s3: S3Service, s3_lock_
         client.delete_object(Bucket=s3_lock_bucket, Key=full, VersionId=head["VersionId"])
     with pytest.raises(RepositoryError, match="Object Lock retention"):
         repo.purge("backups/b5/base.tar")
-    assert client.get_object(Bucket=s3_lock_bucket, Key=full, VersionId=head["VersionId"])["Body"].read() == b"immutable"
+    assert (
+        client.get_object(Bucket=s3_lock_bucket, Key=full, VersionId=head["VersionId"])["Body"].read() == b"immutable"
+    )
 
 
 def test_lock_is_exclusive_and_released(repo: S3Repository) -> None:
