@@ -9,6 +9,7 @@ from pathlib import Path
 
 from backup_tools import __version__
 from backup_tools.errors import BackupToolsError, WalMissing
+from backup_tools.evidence_cli import add_evidence_parser
 from backup_tools.repository import open_repository
 from backup_tools.runner import redact
 from backup_tools.wal import WAL_FETCH_ABORT_EXIT, wal_fetch, wal_push
@@ -55,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("wal_name", metavar="WAL_NAME", help="the %%f file name PostgreSQL asks for")
     fetch.add_argument("dest", metavar="DEST", help="the %%p path to write")
     fetch.add_argument("--repo", required=True, help="repository URL (file:///path or s3://bucket/prefix)")
+    add_evidence_parser(verbs)
     return parser
 
 
