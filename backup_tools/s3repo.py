@@ -16,15 +16,9 @@ from urllib.parse import urlparse
 
 import boto3
 from boto3.s3.transfer import TransferConfig
+from botocore import exceptions as bx
 from botocore.config import Config
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    ConnectTimeoutError,
-    EndpointConnectionError,
-    NoCredentialsError,
-    ReadTimeoutError,
-)
+from botocore.exceptions import BotoCoreError, ClientError
 
 from backup_tools.errors import IntegrityError, RepositoryError, UsageError
 from backup_tools.repository import ObjectInfo, Repository, _is_stale
@@ -32,6 +26,8 @@ from backup_tools.repository import ObjectInfo, Repository, _is_stale
 MiB = 1 << 20
 SHA_META = "sha256"  # x-amz-meta-sha256 on single-part objects, an object tag on multipart ones
 AUTH_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken", "ExpiredToken", "403"}
+CONFLICT = ("PreconditionFailed", "ConditionalRequestConflict")
+BOTO = (ClientError, BotoCoreError)
 TRANSIENT = (BotoCoreError, OSError)  # mid-stream failures worth resuming a download after
 
 
@@ -44,7 +40,10 @@ def _no_clobber(params: dict, **_: Any) -> None:
     params["IfNoneMatch"] = "*"
 
 
-def _code(e: ClientError) -> tuple[str, int]:
+def _code(e: Exception) -> tuple[str, int]:
+    """A boto error's S3 error code and HTTP status ("", 0 when there was no answer)."""
+    if not isinstance(e, ClientError):
+        return "", 0
     return e.response.get("Error", {}).get("Code", ""), e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
 
 
@@ -114,13 +113,9 @@ class _Body(io.RawIOBase):
                 Range=f"bytes={self._pos}-",
                 IfMatch=self._etag,
             )
-        except ClientError as e:
+        except BOTO as e:
             if _code(e)[0] == "PreconditionFailed":
-                raise IntegrityError(
-                    f"{self._key} in {self._repo.url} was replaced while being read; read it again"
-                ) from e
-            raise self._repo._fail(e, f"resuming the read of {self._key}") from e
-        except BotoCoreError as e:
+                raise IntegrityError(f"{self._key} in {self._repo.url} was replaced while being read; retry") from e
             raise self._repo._fail(e, f"resuming the read of {self._key}") from e
 
     def close(self) -> None:
@@ -209,17 +204,17 @@ class S3Repository(Repository):
                     "retry later and check the service's health"
                 )
             return RepositoryError(f"{code or status}: {where}: {e.response.get('Error', {}).get('Message', '')}")
-        if isinstance(e, ReadTimeoutError):
+        if isinstance(e, bx.ReadTimeoutError):
             return RepositoryError(
                 f"no answer within {self.read_timeout:g}s, {self.attempts} attempts: {where}; "
                 "the endpoint is overloaded or hanging: retry later"
             )
-        if isinstance(e, EndpointConnectionError | ConnectTimeoutError):
+        if isinstance(e, bx.EndpointConnectionError | bx.ConnectTimeoutError):
             return RepositoryError(
                 f"could not connect after {self.attempts} attempts: {where}; check AWS_ENDPOINT_URL / "
                 "--s3-endpoint, the network, and that the service is up"
             )
-        if isinstance(e, NoCredentialsError):
+        if isinstance(e, bx.NoCredentialsError):
             return RepositoryError(f"no credentials found: {where}; set AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY")
         return RepositoryError(f"S3 request failed ({type(e).__name__}: {e}): {where}")
 
@@ -229,9 +224,11 @@ class S3Repository(Repository):
             return
         try:
             self._c.head_bucket(Bucket=self.bucket)
-        except ClientError as e:
-            raise self._fail(e if _code(e)[1] != 404 else _no_bucket(e), "checking the bucket") from e
-        except BotoCoreError as e:
+        except BOTO as e:
+            if _code(e)[1] == 404:
+                raise RepositoryError(
+                    f"bucket {self.bucket} does not exist at {self.endpoint}; create it or fix --repo"
+                ) from e
             raise self._fail(e, "checking the bucket") from e
         self._bucket_ok = True
 
@@ -264,38 +261,23 @@ class S3Repository(Repository):
                 Bucket=self.bucket, Key=full, Tagging={"TagSet": [{"Key": SHA_META, "Value": digest}]}
             )
             return ObjectInfo(key, source.size, digest)
-        except ClientError as e:
-            if _code(e)[0] in ("PreconditionFailed", "ConditionalRequestConflict"):
+        except BOTO as e:
+            if _code(e)[0] in CONFLICT:
                 raise RepositoryError(f"{key} already exists in {self.url}; refusing to overwrite it") from e
             raise self._fail(e, f"writing {key}") from e
-        except BotoCoreError as e:
-            raise self._fail(e, f"writing {key}") from e
 
-    def put_bytes(
-        self,
-        key: str,
-        data: bytes,
-        *,
-        overwrite: bool = False,
-        storage_class: str | None = None,
-        retain_until: datetime | None = None,
-    ) -> ObjectInfo:
-        """Store a small object (same options as put_stream)."""
-        return self.put_stream(
-            key, io.BytesIO(data), overwrite=overwrite, storage_class=storage_class, retain_until=retain_until
-        )
+    def put_bytes(self, key: str, data: bytes, *, overwrite: bool = False, **options: Any) -> ObjectInfo:
+        """Store a small object (options as for put_stream: storage_class, retain_until)."""
+        return self.put_stream(key, io.BytesIO(data), overwrite=overwrite, **options)
 
     def open_raw(self, key: str) -> BinaryIO:
         try:
             return _Body(self, key, self._c.get_object(Bucket=self.bucket, Key=self._full(key)))  # type: ignore[return-value]
-        except ClientError as e:
-            code = _code(e)[0]
-            if code == "NoSuchKey":
+        except BOTO as e:
+            if _code(e)[0] == "NoSuchKey":
                 raise RepositoryError(f"{key} is missing from {self.url}") from e
-            if code == "InvalidObjectState":
+            if _code(e)[0] == "InvalidObjectState":
                 raise self._restore(key) from e
-            raise self._fail(e, f"reading {key}") from e
-        except BotoCoreError as e:
             raise self._fail(e, f"reading {key}") from e
 
     def open_read(self, key: str, *, sha256: str | None = None, size: int | None = None) -> BinaryIO:
@@ -310,7 +292,7 @@ class S3Repository(Repository):
                 return digest
             tags = self._c.get_object_tagging(Bucket=self.bucket, Key=self._full(key))["TagSet"]
             return next((t["Value"] for t in tags if t["Key"] == SHA_META), None)
-        except (ClientError, BotoCoreError):
+        except BOTO:
             return None  # open_raw reports missing objects and unreachable endpoints with a clear message
 
     def _restore(self, key: str) -> RestorePending:
@@ -323,11 +305,9 @@ class S3Repository(Repository):
                 return RestorePending(f"{key} in {self.url} is in {tier}; its restore is still running: retry later")
             request = {"Days": self.restore_days, "GlacierJobParameters": {"Tier": self.restore_tier}}
             self._c.restore_object(Bucket=self.bucket, Key=full, RestoreRequest=request)
-        except ClientError as e:
+        except BOTO as e:
             if _code(e)[0] != "RestoreAlreadyInProgress":
                 raise self._fail(e, f"restoring {key} from its archive tier") from e
-        except BotoCoreError as e:
-            raise self._fail(e, f"restoring {key} from its archive tier") from e
         return RestorePending(
             f"{key} in {self.url} is in {tier}; requested a {self.restore_tier} restore for {self.restore_days} "
             "days: retry later (minutes to hours, up to 48 h for DEEP_ARCHIVE)"
@@ -336,11 +316,9 @@ class S3Repository(Repository):
     def stat(self, key: str) -> int | None:
         try:
             return self._c.head_object(Bucket=self.bucket, Key=self._full(key))["ContentLength"]
-        except ClientError as e:
+        except BOTO as e:
             if _code(e)[1] != 404:
                 raise self._fail(e, f"looking up {key}") from e
-        except BotoCoreError as e:
-            raise self._fail(e, f"looking up {key}") from e
         self._check_bucket()
         return None
 
@@ -349,14 +327,14 @@ class S3Repository(Repository):
         try:
             pages = self._c.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=base + prefix)
             return sorted(o["Key"][len(base) :] for page in pages for o in page.get("Contents", []))
-        except (ClientError, BotoCoreError) as e:
+        except BOTO as e:
             raise self._fail(e, f"listing {prefix or '/'}") from e
 
     def delete(self, key: str) -> None:
         """Delete an object (in a versioned bucket this adds a delete marker; older versions stay)."""
         try:
             self._c.delete_object(Bucket=self.bucket, Key=self._full(key))
-        except (ClientError, BotoCoreError) as e:
+        except BOTO as e:
             raise self._fail(e, f"deleting {key}") from e
 
     def purge(self, key: str) -> None:
@@ -367,14 +345,12 @@ class S3Repository(Repository):
                 for v in page.get("Versions", []) + page.get("DeleteMarkers", []):
                     if v["Key"] == full:
                         self._c.delete_object(Bucket=self.bucket, Key=full, VersionId=v["VersionId"])
-        except ClientError as e:
+        except BOTO as e:
             if _code(e)[0] == "AccessDenied":
                 raise RepositoryError(
                     f"{key} in {self.url} has a version under Object Lock retention (or the key may not delete "
                     "versions); it can be removed only after its retain-until date"
                 ) from e
-            raise self._fail(e, f"purging {key}") from e
-        except BotoCoreError as e:
             raise self._fail(e, f"purging {key}") from e
 
     @contextmanager
@@ -386,13 +362,11 @@ class S3Repository(Repository):
             try:
                 etag = self._c_new.put_object(Bucket=self.bucket, Key=full, Body=owner)["ETag"]
                 break
-            except ClientError as e:
-                if _code(e)[0] not in ("PreconditionFailed", "ConditionalRequestConflict"):
+            except BOTO as e:
+                if _code(e)[0] not in CONFLICT:
                     raise self._fail(e, f"taking the lock {key}") from e
-            except BotoCoreError as e:
-                raise self._fail(e, f"taking the lock {key}") from e
             holder, held_etag, age = self._lock_holder(full)
-            if attempt == 0 and (age > self.lock_stale_after or _is_stale(holder)):
+            if attempt == 0 and (held_etag is None or age > self.lock_stale_after or _is_stale(holder)):
                 self._delete_if(full, held_etag)
                 continue
             raise RepositoryError(
@@ -412,23 +386,16 @@ class S3Repository(Repository):
             holder = json.loads(resp["Body"].read() or b"{}")
             age = (datetime.now(UTC) - resp["LastModified"]).total_seconds()
             return holder if isinstance(holder, dict) else {}, resp["ETag"], age
-        except (ClientError, BotoCoreError, ValueError):
-            return {}, None, 0.0
+        except (*BOTO, ValueError):
+            return {}, None, 0.0  # gone (or unreadable) already: try to take it again
 
     def _delete_if(self, full: str, etag: str | None) -> None:
         """Delete a lock only if it is still the one we saw (conditional DELETE where supported)."""
         try:
             self._c.delete_object(Bucket=self.bucket, Key=full, **({"IfMatch": etag} if etag else {}))
-        except ClientError as e:
+        except BOTO as e:  # a lock left behind goes stale after lock_stale_after
             if _code(e)[0] == "NotImplemented" and etag:
                 self._delete_if(full, None)
-        except BotoCoreError:
-            pass  # a lock left behind goes stale after lock_stale_after
-
-
-def _no_bucket(e: ClientError) -> ClientError:
-    """Re-label a HEAD-bucket 404 (no body, no code) as NoSuchBucket."""
-    return ClientError({"Error": {"Code": "NoSuchBucket", "Message": "no such bucket"}}, e.operation_name)
 
 
 def retain_for(period: timedelta) -> datetime:
