@@ -266,7 +266,10 @@ def _check_signature(
             return
     result.key_id = key_id(key)
     try:
-        key.verify(base64.b64decode(sig.strip(), validate=True), body)
+        raw = base64.b64decode(sig.rstrip(b"\n"), validate=True)
+        if sig != base64.b64encode(raw) + b"\n":  # one canonical encoding: any changed byte is a mismatch
+            raise ValueError("not the canonical base64 of a signature")
+        key.verify(raw, body)
     except (InvalidSignature, ValueError):
-        result.problems.append(Problem("signature", MANIFEST, f"Ed25519 signature does not match (key {result.key_id}); "
-                                                              "manifest.json or manifest.sig was changed"))  # fmt: skip
+        result.problems.append(Problem("signature", f"{MANIFEST} or {SIGNATURE}", f"the Ed25519 signature (key "
+                                       f"{result.key_id}) does not match: one of the two files was changed"))  # fmt: skip
