@@ -139,7 +139,7 @@ class S3Repository(Repository):
         attempts: int = 3,
         connect_timeout: float = 2.0,
         read_timeout: float = 30.0,
-        part_size: int = 64 * MiB,
+        part_size: int = 32 * MiB,  # objects up to 10,000 parts: 320 GB by default
         max_concurrency: int = 4,
         lock_stale_after: float = 6 * 3600,
         restore_days: int = 7,
@@ -152,9 +152,12 @@ class S3Repository(Repository):
         self.storage_class, self.lock_mode, self.attempts = storage_class, lock_mode, attempts
         self.read_timeout, self.lock_stale_after = read_timeout, lock_stale_after
         self.restore_days, self.restore_tier = restore_days, restore_tier
-        self.transfer = TransferConfig(
-            multipart_threshold=part_size, multipart_chunksize=part_size, max_concurrency=max_concurrency
+        self.transfer = TransferConfig(  # memory: about (max_concurrency + 1) * part_size; no disk staging
+            multipart_threshold=part_size,
+            multipart_chunksize=part_size,
+            max_concurrency=max_concurrency,
         )
+        self.transfer.max_in_memory_upload_chunks = max_concurrency  # s3transfer knob boto3 does not expose
         custom = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
         config = Config(
             retries={"total_max_attempts": attempts, "mode": "standard"},

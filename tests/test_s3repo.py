@@ -102,6 +102,17 @@ def test_interrupted_multipart_leaves_nothing(repo: S3Repository, s3: S3Service)
     assert uploads == []
 
 
+def test_multipart_whose_parts_keep_failing_is_aborted(s3: S3Service, s3_prefix: str, proxy: FaultProxy) -> None:
+    repo = s3.repository(s3.primary_region, s3_prefix, endpoint_url=proxy.url, **SMALL_PARTS)
+    proxy.fail(1000, status=500, method="PUT", path="partNumber=2")
+    with pytest.raises(RepositoryError, match="kept failing .500.*after 3 attempts"):
+        repo.put_stream("backups/b6/base.tar", io.BytesIO(payload(12 * MiB)))
+    assert proxy.count("PUT", "partNumber=2") == 3
+    assert proxy.count("DELETE", "uploadId=") == 1  # AbortMultipartUpload
+    assert s3.client().list_multipart_uploads(Bucket=repo.bucket, Prefix=s3_prefix).get("Uploads", []) == []
+    assert repo.stat("backups/b6/base.tar") is None
+
+
 def test_list_delete_and_catalog_paths(repo: S3Repository) -> None:
     for key in ("wal/b", "wal/a", "backups/x/data"):
         repo.put_bytes(key, key.encode())
