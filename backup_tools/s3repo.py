@@ -217,6 +217,11 @@ class S3Repository(Repository):
                 f"could not connect after {self.attempts} attempts: {where}; check AWS_ENDPOINT_URL / "
                 "--s3-endpoint, the network, and that the service is up"
             )
+        if isinstance(e, bx.ConnectionClosedError):
+            return RepositoryError(
+                f"the endpoint closed the connection without answering, {self.attempts} attempts: {where}; "
+                "check proxies / load balancers in between and retry later"
+            )
         if isinstance(e, bx.NoCredentialsError):
             return RepositoryError(f"no credentials found: {where}; set AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY")
         return RepositoryError(f"S3 request failed ({type(e).__name__}: {e}): {where}")

@@ -206,6 +206,16 @@ def test_500s_are_retried_then_reported(s3: S3Service, s3_prefix: str, proxy: Fa
     assert proxy.count("PUT", "doomed") == 3
 
 
+def test_dropped_connections_are_retried_then_reported(s3: S3Service, s3_prefix: str, proxy: FaultProxy) -> None:
+    repo = s3.repository(s3.primary_region, s3_prefix, endpoint_url=proxy.url)
+    proxy.drop(2, method="PUT")
+    assert repo.put_bytes("survives", b"ok").size == 2
+    proxy.drop(100, method="PUT")
+    with pytest.raises(RepositoryError, match="closed the connection without answering, 3 attempts"):
+        repo.put_bytes("doomed", b"x")
+    assert proxy.count("PUT", "doomed") == 3
+
+
 def test_slow_endpoint_times_out(s3: S3Service, s3_prefix: str, proxy: FaultProxy) -> None:
     repo = s3.repository(s3.primary_region, s3_prefix, endpoint_url=proxy.url, read_timeout=0.5, attempts=2)
     proxy.hang(10, seconds=3, method="HEAD")
