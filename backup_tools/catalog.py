@@ -20,6 +20,9 @@ class FileEntry:
     name: str
     size: int
     sha256: str
+    codec: str = "none"
+    plain_size: int | None = None
+    plain_sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,13 @@ class BackupRecord:
                 doc[key] = datetime.fromisoformat(doc[key])
         doc["files"] = tuple(FileEntry(**f) for f in doc.get("files", ()))
         return cls(**doc)
+
+
+def new_backup_id(now: datetime, kind: Kind) -> str:
+    """A sortable, readable backup id such as 20261122T101500Z-full-3f9a."""
+    import secrets
+
+    return f"{now.strftime('%Y%m%dT%H%M%SZ')}-{kind}-{secrets.token_hex(2)}"
 
 
 def sort_by_catalog_time(records: list[BackupRecord]) -> list[BackupRecord]:

@@ -1,18 +1,31 @@
-"""WAL archiving: wal-push (PostgreSQL's archive_command contract) and wal-fetch (restore_command)."""
+"""WAL archiving: wal-push (archive_command contract), wal-fetch (restore_command contract), continuity check.
+
+Each WAL file (segment, .partial, .history, .backup) is stored as one self-describing object
+`wal/<name>` (see objstore.py) whose header records its sha256, size, codec, encryption and the
+system identifier read from the segment's page header; wal-fetch verifies all of it.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
-from dataclasses import dataclass
+import struct
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from backup_tools.errors import IntegrityError, RepositoryError, UsageError, WalMissing
-from backup_tools.repository import WAL, Repository, fsync_dir
+from backup_tools.lsn import WalGap, classify, find_gaps, parse_lsn, segments_between
+from backup_tools.objstore import copy_to_file, drain, new_sealing, open_envelope, read_envelope, store_object
+from backup_tools.repository import WAL, Repository
 
 # PostgreSQL aborts recovery when restore_command exits above 125 (as for a signal), instead of
 # treating the failure as "end of archive" and promoting early with data missing.
 WAL_FETCH_ABORT_EXIT = 200
+IDENTITY_KEY = "identity.json"
+_LONG_HEADER = struct.Struct("<HHIQIIQII")  # magic, info, tli, pageaddr, rem_len, pad, sysid, seg_size, blcksz
+XLP_LONG_HEADER = 0x0002
 
 
 @dataclass(frozen=True)
@@ -34,42 +47,123 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def wal_push(wal_path: Path, *, repo: Repository) -> WalPushResult:
-    """Archive one WAL file: never overwrite; identical content already there is success."""
+def segment_system_identifier(path: Path) -> str | None:
+    """The database system identifier in a WAL segment's long page header (None for other files)."""
+    with open(path, "rb") as f:
+        head = f.read(_LONG_HEADER.size)
+    if len(head) < _LONG_HEADER.size:
+        return None
+    _magic, info, _tli, _addr, _rem, _pad, sysid, _seg, _blck = _LONG_HEADER.unpack(head)
+    return str(sysid) if info & XLP_LONG_HEADER and sysid else None
+
+
+def repo_system_identifier(repo: Repository) -> str | None:
+    """The system identifier this repository belongs to (set by its first backup), if any."""
+    if not repo.exists(IDENTITY_KEY):
+        return None
+    return json.loads(repo.get_bytes(IDENTITY_KEY)).get("system_identifier")
+
+
+def wal_push(
+    wal_path: Path, *, repo: Repository, compression: str = "zstd", key_file: str | os.PathLike[str] | None = None
+) -> WalPushResult:
+    """Archive one WAL file: never overwrite; identical content already there is success, different is an error."""
     name = wal_path.name
+    wal = classify(name)
     if not wal_path.is_file():
-        raise UsageError(f"{wal_path} is not a file; archive_command must pass %p")
+        raise UsageError(f"{wal_path} is not a file; archive_command must pass %p (the path of the WAL file)")
+    if wal is None or wal.suffix:
+        raise UsageError(f"{name} is not a WAL file name; archive_command must pass %p, not another file")
     key = f"{WAL}/{name}"
+    local_sha = file_sha256(wal_path)
+    sysid = segment_system_identifier(wal_path) if wal.kind in ("segment", "partial") else None
+    owner = repo_system_identifier(repo)
+    if sysid and owner and sysid != owner:
+        raise RepositoryError(
+            f"{name} comes from database system {sysid}, but {repo.url} belongs to system {owner}; "
+            "refusing to mix clusters in one archive: give this cluster its own repository"
+        )
     if repo.exists(key):
-        local, stored = file_sha256(wal_path), hashlib.sha256(repo.get_bytes(key)).hexdigest()
-        if local != stored:
+        header, raw = read_envelope(repo, key)
+        raw.close()
+        if header["sha256"] != local_sha:
             raise RepositoryError(
-                f"{name} is already archived in {repo.url} with DIFFERENT content; refusing to overwrite it. "
-                "Two clusters may share one archive: give each its own repository"
+                f"{name} is already archived in {repo.url} with DIFFERENT content (sha256 {header['sha256'][:12]}…, "
+                f"this file {local_sha[:12]}…); refusing to overwrite it. Two clusters may share one archive, "
+                "or the server was restored without a new timeline: give each cluster its own repository"
             )
-        return WalPushResult(name, wal_path.stat().st_size, local, already_archived=True)
-    with open(wal_path, "rb") as f:
-        info = repo.put_stream(key, f)
-    return WalPushResult(name, info.size, info.sha256, already_archived=False)
+        drain(open_envelope(repo, key, key_file=key_file))  # the stored copy must still be intact
+        return WalPushResult(name, wal_path.stat().st_size, local_sha, already_archived=True)
+    envelope = {"name": name, "system_identifier": sysid, "pushed_at": datetime.now(UTC).isoformat()}
+    if wal.kind in ("history", "backup"):
+        compression = "none"  # small text files: keep them readable
+    stored = store_object(
+        repo, key, wal_path, codec=compression, sealing=new_sealing(key_file), scope="wal", envelope=envelope
+    )
+    if stored.plain_sha256 != local_sha:
+        raise RepositoryError(f"{name} changed while it was being archived; PostgreSQL will retry")
+    return WalPushResult(name, stored.plain_size, stored.plain_sha256, already_archived=False)
 
 
-def wal_fetch(name: str, dest: Path, *, repo: Repository) -> int:
-    """Restore one WAL file to dest atomically; WalMissing when the archive does not have it."""
+def wal_fetch(name: str, dest: Path, *, repo: Repository, key_file: str | os.PathLike[str] | None = None) -> int:
+    """Restore one WAL file to dest atomically and verified; WalMissing when the archive does not have it."""
+    if classify(name) is None:
+        raise UsageError(f"{name!r} is not a WAL file name; restore_command must pass %f")
     key = f"{WAL}/{name}"
     if not repo.exists(key):
         raise WalMissing(f"{name} is not in {repo.url}")
-    tmp = dest.with_name(f".{dest.name}.fetching")
     try:
-        with repo.open_read(key) as src, open(tmp, "wb") as out:
-            size = 0
-            while chunk := src.read(1 << 20):
-                out.write(chunk)
-                size += len(chunk)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, dest)
-        fsync_dir(dest.parent)
-    except (OSError, IntegrityError, RepositoryError):
-        tmp.unlink(missing_ok=True)
-        raise
-    return size
+        return copy_to_file(open_envelope(repo, key, key_file=key_file), dest)
+    except OSError as e:
+        raise RepositoryError(f"could not write {dest}: {e.strerror}; check space and permissions") from e
+    except IntegrityError as e:
+        raise IntegrityError(f"{e}; recovery must not continue past a damaged WAL file") from e
+
+
+@dataclass(frozen=True)
+class WalReport:
+    """Archived WAL per timeline, gaps as ranges, and segments a backup needs but the archive lacks."""
+
+    timelines: dict[int, tuple[str, str]] = field(default_factory=dict)
+    gaps: dict[int, list[WalGap]] = field(default_factory=dict)
+    missing_for_backups: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """True when there are no gaps and every backup's own WAL is present."""
+        return not self.gaps and not any(self.missing_for_backups.values())
+
+    def lines(self) -> list[str]:
+        """Human-readable findings, one per line."""
+        out = [f"timeline {tl}: {first} .. {last}" for tl, (first, last) in sorted(self.timelines.items())]
+        for tl, gaps in sorted(self.gaps.items()):
+            out += [f"GAP on timeline {tl}: {g.first} .. {g.last} ({g.count} segment(s) missing)" for g in gaps]
+        for backup_id, names in sorted(self.missing_for_backups.items()):
+            if names:
+                out.append(f"backup {backup_id} needs WAL not in the archive: {names[0]} .. {names[-1]}")
+        return out
+
+
+def wal_names(repo: Repository) -> list[str]:
+    """Names of archived WAL files (without the wal/ prefix)."""
+    return [k.rsplit("/", 1)[-1] for k in repo.list(f"{WAL}/") if classify(k.rsplit("/", 1)[-1])]
+
+
+def check_continuity(repo: Repository, *, wal_segment_size: int = 16 * 1024 * 1024) -> WalReport:
+    """Find WAL gaps per timeline and check each good physical backup's start..stop segments are archived."""
+    names = wal_names(repo)
+    present = set(names)
+    timelines: dict[int, tuple[str, str]] = {}
+    for name in sorted(names):
+        wal = classify(name)
+        if wal and wal.kind == "segment":
+            first, _ = timelines.get(wal.timeline, (name, name))
+            timelines[wal.timeline] = (first, name)
+    missing: dict[str, list[str]] = {}
+    for record in repo.list_backups():
+        if record.is_good and record.kind in ("full", "incremental") and record.start_lsn and record.stop_lsn:
+            size = int(record.options.get("wal_segment_size", wal_segment_size))
+            start, stop = parse_lsn(record.start_lsn), parse_lsn(record.stop_lsn)
+            need = segments_between(record.timeline or 1, start, max(start, stop - 1), wal_segment_size=size)
+            missing[record.id] = [n for n in need if n not in present]
+    return WalReport(timelines, find_gaps(names, wal_segment_size=wal_segment_size), missing)

@@ -1,0 +1,181 @@
+"""`backup-tools verify` and `check`: re-read backups against their checksums, restore-test them, check freshness and WAL."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from backup_tools.basebackup import MANIFEST, verify_dir
+from backup_tools.catalog import BackupRecord
+from backup_tools.errors import BackupToolsError, RecoveryError
+from backup_tools.objstore import copy_to_file, open_object, open_sealing
+from backup_tools.pgbin import PgBin
+from backup_tools.pitr import RecoveryTarget
+from backup_tools.repository import BACKUPS, Repository
+from backup_tools.verify import fingerprint
+from backup_tools.wal import WalReport, check_continuity
+
+Log = Callable[[str], Any]
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """The outcome of verifying one backup: problems found (empty when good) and what was checked."""
+
+    backup_id: str
+    problems: tuple[str, ...]
+    checked: tuple[str, ...]
+    fingerprints: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing was wrong."""
+        return not self.problems
+
+
+def verify_backup(
+    repo: Repository,
+    record: BackupRecord,
+    *,
+    pg: PgBin,
+    key_file: str | None = None,
+    restore_test: bool = False,
+    log: Log = print,
+) -> VerifyResult:
+    """Re-read every object (sha256, decryption, decompression), run pg_verifybackup, optionally restore-test."""
+    problems: list[str] = []
+    checked: list[str] = []
+    fingerprints: dict[str, Any] = {}
+    work = Path(tempfile.mkdtemp(prefix=f"pgdrill-verify-{record.id}-"))
+    try:
+        if not record.is_good:
+            problems.append(f"status is {record.status}, not DONE")
+        sealing = open_sealing(record.encryption, key_file=key_file)
+        for entry in record.files:
+            key = f"{BACKUPS}/{record.id}/{entry.name}"
+            log(f"### Checking {key}")
+            try:
+                stream = open_object(
+                    repo, key, codec=entry.codec, sealing=sealing, scope=record.id, size=entry.size,
+                    sha256=entry.sha256, plain_size=entry.plain_size, plain_sha256=entry.plain_sha256,
+                )  # fmt: skip
+                copy_to_file(stream, work / entry.name.removesuffix(".zst").removesuffix(".gz"))
+                checked.append(f"{entry.name}: sha256 ok")
+            except BackupToolsError as e:
+                problems.append(str(e))
+        if not problems and record.kind in ("full", "incremental") and (work / MANIFEST).exists():
+            try:
+                verify_dir(work, pg=pg, fmt="tar")
+                checked.append("pg_verifybackup ok")
+            except BackupToolsError as e:
+                problems.append(str(e))
+        shutil.rmtree(work, ignore_errors=True)
+        if restore_test and not problems:
+            fingerprints = _restore_test(repo, record, pg=pg, key_file=key_file, problems=problems, log=log)
+            if not problems:
+                checked.append("restore test ok")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if not problems:
+        changes: dict[str, Any] = {"verified_at": datetime.now(UTC)}
+        if fingerprints and "restore_test" not in record.fingerprints:
+            changes["fingerprints"] = {**record.fingerprints, "restore_test": fingerprints}
+        repo.write_catalog(repo.read_catalog(record.id).with_changes(**changes))
+    return VerifyResult(record.id, tuple(problems), tuple(checked), fingerprints)
+
+
+def _restore_test(
+    repo: Repository, record: BackupRecord, *, pg: PgBin, key_file: str | None, problems: list[str], log: Log
+) -> dict[str, Any]:
+    """Restore to the backup's end in a temp dir, start it, fingerprint every database, compare with the catalog."""
+    from backup_tools.restore import restore, start_restored, stop_restored
+
+    base = Path(tempfile.mkdtemp(prefix=f"pgdrill-restoretest-{record.id}-"))
+    data, sock = base / "data", base / "sock"
+    sock.mkdir()
+    target = RecoveryTarget(immediate=True)
+    try:
+        restore(repo, to=data, pg=pg, backup_id=record.id, target=target, key_file=key_file, log=log)
+        (data / "pg_hba.conf").write_text("local all all trust\n")
+        port = free_port()
+        start_restored(data, pg=pg, port=port, socket_dir=sock, target=target, log=log)
+        try:
+            got = fingerprint_all(sock, port, user=record.options.get("superuser", "postgres"))
+        except psycopg.Error as e:
+            raise RecoveryError(f"could not read the restored copy: {e}") from e
+        stop_restored(data, pg=pg)
+        expected = record.fingerprints.get("restore_test")
+        if expected is not None and expected != got:
+            differ = sorted(k for k in set(expected) | set(got) if expected.get(k) != got.get(k))
+            problems.append(f"restore test: fingerprints differ from the first restore test in {', '.join(differ)}")
+        return got
+    except BackupToolsError as e:
+        problems.append(f"restore test failed: {e}")
+        return {}
+    finally:
+        stop_restored(data, pg=pg, mode="immediate")
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def fingerprint_all(socket_dir: Path, port: int, *, user: str) -> dict[str, Any]:
+    """Fingerprints of the public schema of every connectable non-template database."""
+    conninfo = {"host": str(socket_dir), "port": port, "user": user, "connect_timeout": 10, "autocommit": True}
+    with psycopg.connect(dbname="postgres", **conninfo) as conn:
+        names = [r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate")]
+    out = {}
+    for name in sorted(names):
+        with psycopg.connect(dbname=name, **conninfo) as conn:
+            out[name] = fingerprint(conn).to_dict()
+    return out
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """Repository health: newest good backup and its age, WAL continuity, problems (empty when healthy)."""
+
+    newest: str | None
+    age_seconds: float | None
+    wal: WalReport
+    problems: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        """True when the repository is healthy."""
+        return not self.problems
+
+
+def check_repo(repo: Repository, *, max_age: timedelta, now: datetime | None = None) -> CheckResult:
+    """Freshness of the newest good backup, FAILED newest backups, and WAL gaps per timeline."""
+    now = now or datetime.now(UTC)
+    records = repo.list_backups()
+    good = [r for r in records if r.is_good]
+    problems: list[str] = []
+    newest, age = (
+        (good[-1].id, (now - (good[-1].stop_time or good[-1].start_time)).total_seconds()) if good else (None, None)
+    )
+    if newest is None:
+        problems.append("no finished backup in the repository: take one with `backup-tools backup`")
+    elif age is not None and age > max_age.total_seconds():
+        problems.append(
+            f"newest good backup {newest} is {age / 3600:.1f} h old (limit {max_age}); is the schedule running?"
+        )
+    if records and records[-1].status == "FAILED":
+        problems.append(f"the newest backup {records[-1].id} FAILED: {records[-1].options.get('error', '?')}")
+    wal = check_continuity(repo)
+    problems += [line for line in wal.lines() if line.startswith(("GAP", "backup "))]
+    return CheckResult(newest, age, wal, tuple(problems))
