@@ -166,7 +166,7 @@ def open_object(
         )  # fmt: skip
     stream = decompressing_reader(stream, codec=codec)
     reader = HashingReader(stream, key=key, expected_sha256=plain_sha256, expected_size=plain_size)  # type: ignore[arg-type]
-    return io.BufferedReader(reader, CHUNK)  # type: ignore[return-value]
+    return io.BufferedReader(_Named(reader, key=key, url=repo.url), CHUNK)  # type: ignore[return-value]
 
 
 def read_envelope(repo: Repository, key: str) -> tuple[dict[str, Any], BinaryIO]:
@@ -204,7 +204,7 @@ def open_envelope(repo: Repository, key: str, *, key_file: str | os.PathLike[str
         )  # fmt: skip
     stream = decompressing_reader(stream, codec=header.get("codec", "none"))
     reader = HashingReader(stream, key=key, expected_sha256=header["sha256"], expected_size=int(header["size"]))  # type: ignore[arg-type]
-    return io.BufferedReader(reader, CHUNK)  # type: ignore[return-value]
+    return io.BufferedReader(_Named(reader, key=key, url=repo.url), CHUNK)  # type: ignore[return-value]
 
 
 def copy_to_file(src: BinaryIO, dest: Path) -> int:
@@ -276,3 +276,25 @@ class _Chain(io.RawIOBase):
         data = self._body.read(len(buffer))
         buffer[: len(data)] = data
         return len(data)
+
+
+class _Named(io.RawIOBase):
+    """Makes every IntegrityError raised while reading name the object and repository."""
+
+    def __init__(self, raw: io.RawIOBase, *, key: str, url: str):
+        self._raw, self._key, self._url = raw, key, url
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # type: ignore[override]
+        try:
+            return self._raw.readinto(buffer)
+        except IntegrityError as e:
+            if self._key in str(e):
+                raise
+            raise IntegrityError(f"{self._key} in {self._url}: {e}") from e
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
