@@ -9,12 +9,15 @@ import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 
 from backup_tools.catalog import BackupRecord
 from backup_tools.errors import RepositoryError, UsageError
-from backup_tools.lsn import format_lsn, segment_name_from_number
+from backup_tools.lsn import format_lsn, parse_segment_name, segment_name_from_number
 from backup_tools.repository import FileRepository
 from backup_tools.retention import (
     DELETING,
@@ -639,3 +642,164 @@ def test_total_deletes_matches_the_fixture(repo: FileRepository) -> None:
     prune(counting, POLICY, now=NOW, dry_run=False, log=lambda _: None)
     assert 10**6 - counting.deletes_left == TOTAL_DELETES
     assert os.listdir(repo.root / "locks") == []
+
+
+# --- properties over random histories -------------------------------------------------------------------------------
+
+ZONES = [
+    "UTC",
+    "Europe/Berlin",
+    "America/New_York",
+    "Asia/Kathmandu",
+    "Australia/Lord_Howe",
+    "Pacific/Kiritimati",
+    "America/St_Johns",
+    "Pacific/Chatham",
+]
+
+
+@st.composite
+def histories(draw: st.DrawFn) -> list[BackupRecord]:
+    """Backups over up to several years: mixed kinds, incremental chains, failures, hung runs, verifications."""
+    when = datetime(2018, 1, 1, tzinfo=UTC) + timedelta(minutes=draw(st.integers(0, 10**6)))
+    records: list[BackupRecord] = []
+    for i in range(draw(st.integers(0, 40))):
+        when += timedelta(minutes=draw(st.one_of(st.integers(0, 60 * 30), st.integers(0, 60 * 24 * 400))))
+        kind = draw(st.sampled_from(["logical", "full", "incremental", "incremental"]))
+        status = draw(st.sampled_from(["DONE", "DONE", "DONE", "FAILED", "STARTED"]))
+        parent = None
+        if kind == "incremental":
+            physical = [r.id for r in records if r.kind != "logical"]
+            parent = draw(st.sampled_from(physical[-5:] + ["missing-parent"]))
+        lsn = 16 * MiB * i + draw(st.integers(0, 16 * MiB - 1)) if kind != "logical" else None
+        records.append(
+            rec(f"r{i:02d}", when, kind=kind, status=status, parent=parent, lsn=lsn, verified=draw(st.booleans()))
+        )
+    return records
+
+
+policies = (
+    st.tuples(st.integers(0, 5), st.integers(0, 3), st.integers(0, 3), st.integers(0, 2))
+    .filter(any)
+    .map(lambda tiers: RetentionPolicy(*tiers))
+)
+
+
+def newest(records: list[BackupRecord]) -> BackupRecord:
+    return max(records, key=lambda r: (r.stop_time or r.start_time, r.id))
+
+
+def labels_of(record: BackupRecord, tz: str) -> dict[str, str]:
+    """Bucket labels computed independently of the module under test."""
+    local = (record.stop_time or record.start_time).astimezone(ZoneInfo(tz))
+    year, week, _ = local.isocalendar()
+    return {
+        "daily": local.date().isoformat(),
+        "weekly": f"{year}-W{week:02d}",
+        "monthly": f"{local.year}-{local.month:02d}",
+        "yearly": str(local.year),
+    }
+
+
+PROPERTY_SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@PROPERTY_SETTINGS
+@given(records=histories(), policy=policies, tz=st.sampled_from(ZONES), skew=st.integers(-3 * 24 * 60, 60 * 24 * 60))
+def test_plan_invariants(records: list[BackupRecord], policy: RetentionPolicy, tz: str, skew: int) -> None:
+    last = max((r.stop_time or r.start_time for r in records), default=datetime(2026, 1, 1, tzinfo=UTC))
+    now = last + timedelta(minutes=skew)
+    plan = plan_retention(records, policy, now=now, tz=tz)
+    kept, by_id = kept_ids(plan), {r.id: r for r in records}
+    good = [r for r in records if r.status == "DONE"]
+    # every backup has exactly one decision, with a reason
+    assert sorted(d.record.id for d in plan.decisions) == sorted(by_id)
+    assert all(d.reasons and all(d.reasons) for d in plan.decisions)
+    # the newest good and the newest verified backups stay
+    if good:
+        assert newest(good).id in kept
+    verified = [r for r in records if r.verified_at is not None]
+    if verified:
+        assert newest(verified).id in kept
+    # at least one good backup stays; with no good backup nothing at all is deleted
+    assert sum(1 for r in good if r.id in kept) >= min(len(good), 1)
+    if not good:
+        assert plan.delete == ()
+    # every kept, restorable incremental keeps its whole chain of parents
+    for r in plan.keep:
+        if r.status == "FAILED":
+            continue
+        chain = r
+        while chain.parent and chain.parent in by_id:
+            chain = by_id[chain.parent]
+            assert chain.id in kept, f"{r.id} is kept but its ancestor {chain.id} is not"
+    # each of the newest N buckets of each tier that holds a good backup keeps one of them
+    for tier in ("daily", "weekly", "monthly", "yearly"):
+        buckets: dict[str, list[str]] = {}
+        for r in good:
+            buckets.setdefault(labels_of(r, tz)[tier], []).append(r.id)
+        for label in sorted(buckets, reverse=True)[: getattr(policy, tier)]:
+            assert any(i in kept for i in buckets[label]), f"{tier} {label}: every good backup deleted"
+    # the plan is deterministic and independent of the input order
+    shuffled = plan_retention(list(reversed(records)), policy, now=now, tz=tz)
+    assert shuffled.decisions == plan.decisions
+    assert plan.render() == shuffled.render()
+
+
+@PROPERTY_SETTINGS
+@given(records=histories(), policy=policies, tz=st.sampled_from(ZONES), ahead=st.integers(1, 400))
+def test_the_clock_does_not_decide_for_finished_backups(
+    records: list[BackupRecord], policy: RetentionPolicy, tz: str, ahead: int
+) -> None:
+    finished = [r for r in records if r.status != "STARTED"]
+    last = max((r.stop_time or r.start_time for r in finished), default=datetime(2026, 1, 1, tzinfo=UTC))
+    on_time = plan_retention(finished, policy, now=last, tz=tz)
+    late = plan_retention(finished, policy, now=last + timedelta(days=ahead), tz=tz)
+    assert late.decisions == on_time.decisions
+
+
+@PROPERTY_SETTINGS
+@given(
+    records=histories(),
+    policy=policies,
+    tz=st.sampled_from(ZONES),
+    failures=st.lists(st.integers(0, 10**7), min_size=1, max_size=40),
+)
+def test_failures_never_push_good_backups_out(
+    records: list[BackupRecord], policy: RetentionPolicy, tz: str, failures: list[int]
+) -> None:
+    assume(records)
+    first = min(r.stop_time or r.start_time for r in records)
+    last = max(r.stop_time or r.start_time for r in records)
+    now = last + timedelta(hours=1)
+    before = plan_retention(records, policy, now=now, tz=tz)
+    extra = [rec(f"x{i:03d}", first + timedelta(minutes=m), status="FAILED") for i, m in enumerate(failures)]
+    after = plan_retention(records + extra, policy, now=now, tz=tz)
+    kept_good_before = {r.id for r in before.keep if r.status == "DONE"}
+    kept_good_after = {r.id for r in after.keep if r.status == "DONE"}
+    assert kept_good_before <= kept_good_after
+
+
+@PROPERTY_SETTINGS
+@given(
+    size=st.sampled_from([MiB * 2**k for k in range(11)]),
+    starts=st.lists(st.integers(0, 3000), min_size=1, max_size=4),
+    archived=st.sets(st.integers(0, 3000), max_size=80),
+    declare=st.booleans(),
+)
+def test_wal_needed_by_kept_backups_is_never_deleted(
+    size: int, starts: list[int], archived: set[int], declare: bool
+) -> None:
+    """Whatever the real segment size, and whether or not it is known, no needed WAL segment is deleted."""
+    t = datetime(2026, 1, 1, tzinfo=UTC)
+    records = [rec(f"f{i}", t + timedelta(days=i), lsn=n * MiB + 40) for i, n in enumerate(starts)]
+    names = [f"wal/{segment_name_from_number(1, n, wal_segment_size=size)}" for n in sorted(archived)]
+    plan = plan_retention(
+        records, RetentionPolicy(daily=len(records)), now=t, wal=names, wal_segment_size=size if declare else None
+    )
+    oldest_start = min(starts) * MiB + 40
+    for name in plan.wal_delete:
+        segno = parse_segment_name(name.removeprefix("wal/"), wal_segment_size=size).segno
+        assert (segno + 1) * size <= oldest_start, f"{name} ends after {format_lsn(oldest_start)}"
+    if declare:  # with the size known, everything wholly before the oldest start goes
+        assert len(plan.wal_delete) == sum(1 for n in archived if (n + 1) * size <= oldest_start)
