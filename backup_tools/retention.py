@@ -18,7 +18,8 @@ TIERS = ("daily", "weekly", "monthly", "yearly")
 PHYSICAL = ("full", "incremental")
 # A STARTED backup younger than this (by the caller's clock) may still be running and is never deleted.
 STALE_STARTED = timedelta(days=1)
-DELETING = "deleting"  # catalog option set before a backup's objects are deleted; a rerun finishes the deletion
+# Set (with status FAILED, so no reader takes it for good) before a backup's objects go; a rerun finishes it.
+DELETING = "deleting"
 FINISHING = "half-deleted by an earlier prune: finishing"
 
 
@@ -350,10 +351,11 @@ def prune(
         log(f"### Pruning {repo.url}\n{plan.render()}")
         doomed = [d for d in plan.decisions if not d.keep]
         resumed = tuple(d.record.id for d in doomed if d.record.options.get(DELETING))
-        for d in doomed:  # first make every deletion durable and visible, so a rerun finishes it
+        for d in doomed:  # first make every deletion durable, and not good for any reader, so a rerun finishes it
             if not d.record.options.get(DELETING):
-                options = {**d.record.options, DELETING: True, "deleting_at": now.isoformat()}
-                repo.write_catalog(d.record.with_changes(options=options))
+                note = f"being deleted by prune; if this stays, rerun `backup-tools prune --repo {repo.url}`"
+                options = {"error": note, **d.record.options, DELETING: True, "deleting_at": now.isoformat()}
+                repo.write_catalog(d.record.with_changes(status="FAILED", options=options))
         for d in doomed:  # newest first: an incremental goes before its parent
             r = d.record
             log(f"### Deleting backup {r.id}: {d.reason}")

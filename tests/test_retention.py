@@ -315,6 +315,14 @@ def test_half_deleted_backup_is_finished_even_when_frozen() -> None:
     assert plan.decision("bad").keep
 
 
+def test_kept_incremental_whose_parent_is_half_deleted_is_warned_about() -> None:
+    t = datetime(2026, 1, 1, 2, tzinfo=UTC)
+    records = [rec("full", t, **{DELETING: True}), rec("inc", t + timedelta(days=1), kind="incremental", parent="full")]
+    plan = plan_retention(records, RetentionPolicy(), now=t + timedelta(days=1))
+    assert deleted_ids(plan) == {"full"}
+    assert "inc needs parent full, which is half-deleted by an earlier prune: inc cannot be restored" in plan.warnings
+
+
 # --- month ends, 29 February, DST ----------------------------------------------------------------------------------
 
 
@@ -625,6 +633,7 @@ def test_prune_resumes_after_being_killed(repo: FileRepository, die_at: int) -> 
     assert set(survivors) >= EXPECTED_KEPT
     for backup_id, record in survivors.items():
         assert bool(record.options.get(DELETING)) == (backup_id not in EXPECTED_KEPT)
+        assert record.is_good == (backup_id in EXPECTED_KEPT)  # half-deleted ones are FAILED for every reader
     for backup_id in EXPECTED_KEPT:
         assert repo.exists(f"backups/{backup_id}/base.tar.zst")
     leave_stale_lock(repo)
