@@ -342,6 +342,7 @@ def prune(
     log: Callable[[str], Any] = print,
 ) -> PruneResult:
     """Apply a retention plan under the repository lock: mark catalogs, delete data, catalogs last, then WAL."""
+    repo.list(f"{BACKUPS}/")  # a mistyped repository fails here, before lock() would create it
     if dry_run:
         plan = _plan_repo(repo, policy, now=now, tz=tz, wal_segment_size=wal_segment_size)
         log(f"### Prune of {repo.url} (dry run: nothing is deleted)\n{plan.render()}")
