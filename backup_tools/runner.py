@@ -26,6 +26,7 @@ _SECRET_PATTERNS = (
     (re.compile(r"(PGPASSWORD=)\S+"), r"\1***"),
     (re.compile(r"(AWS_SECRET_ACCESS_KEY=)\S+"), r"\1***"),
 )
+_ERROR_LINE = re.compile(r"\b(error|fatal|panic|failed)\b", re.I)
 _VERSION = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
 
 
@@ -178,12 +179,21 @@ def run_pipeline(
 
 def _stage_error(i: int, procs: list[subprocess.Popen[bytes]], errs: list[IO[bytes]], names: list[str]) -> ToolFailed:
     code = procs[i].returncode
-    where = f"stage {i + 1} of `{' | '.join(names)}`" if len(procs) > 1 else "it"
     how = f"was killed by signal {-code}" if code is not None and code < 0 else f"failed (exit {code})"
-    return ToolFailed(
-        f"{names[i]} {how}: {tail(_read(errs[i])) or 'no output'} — {where} failed, so the output is incomplete "
-        "and must not be used"
+    where = (
+        f" (stage {i + 1} of `{' | '.join(names)}`: the pipeline's output is incomplete and was not used)"
+        if len(procs) > 1
+        else ""
     )
+    return ToolFailed(f"{names[i]} {how}: {error_summary(_read(errs[i])) or 'no output'}{where}")
+
+
+def error_summary(text: str, *, limit: int = 6) -> str:
+    """The error lines of a tool's output (else its last lines), redacted, for one message."""
+    lines = [line.rstrip() for line in text.strip().splitlines() if line.strip()]
+    errors = [line for line in lines if _ERROR_LINE.search(line)]
+    chosen = errors[:limit] if errors else lines[-limit:]
+    return redact(" / ".join(chosen))
 
 
 def _timeout_error(timeout: float | None, errs: list[IO[bytes]], names: list[str]) -> ToolFailed:
