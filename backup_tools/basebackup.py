@@ -174,7 +174,7 @@ class _TarPipe:
         try:
             with (
                 os.fdopen(write_fd, "wb") as out,
-                tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar,
+                tarfile.open(fileobj=out, mode="w|", format=tarfile.USTAR_FORMAT) as tar,
             ):
                 for entry in sorted(directory.iterdir()):
                     tar.add(entry, arcname=entry.name)

@@ -38,6 +38,11 @@ wal-fetch: 1 = file not archived (end of recovery), 200 = stop recovery (damaged
 """
 
 
+def one_line(error: BaseException) -> str:
+    """An error message redacted and folded onto one line."""
+    return " ".join(part.strip() for part in redact(str(error)).splitlines() if part.strip())
+
+
 def _log(message: str) -> None:
     print(redact(message), file=sys.stderr, flush=True)
 
@@ -103,7 +108,7 @@ def cmd_wal_fetch(args: argparse.Namespace) -> int:
     except WalMissing:
         return 1  # normal at the end of the archive; PostgreSQL then ends recovery
     except BackupToolsError as e:
-        print(f"backup-tools wal-fetch: error: {redact(str(e))}; stopping recovery", file=sys.stderr)
+        print(f"backup-tools wal-fetch: error: {one_line(e)}; stopping recovery", file=sys.stderr)
         return WAL_FETCH_ABORT_EXIT
     return 0
 
@@ -355,7 +360,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except BackupToolsError as e:
         verb = args.verb if args.verb != "evidence" else f"evidence {args.evidence_verb}"
-        print(f"backup-tools {verb}: error: {redact(str(e))}", file=sys.stderr)
+        print(f"backup-tools {verb}: error: {one_line(e)}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print(f"backup-tools {args.verb}: interrupted; nothing was marked as done", file=sys.stderr)
