@@ -7,6 +7,7 @@ pytest_plugins = [
     "fixtures.clusters",
     "fixtures.drill",
     "fixtures.s3",
+    "fixtures.docker",
     "reports.plugin",
 ]
 
