@@ -148,7 +148,7 @@ def connect(
     try:
         return psycopg.connect(ConnInfo(params, info.password).dsn(), autocommit=autocommit)
     except psycopg.Error as e:
-        reason = redact(str(e).strip())
+        reason = " ".join(redact(str(e)).split())  # one line
         if info.password and len(info.password) >= 4:
             reason = reason.replace(info.password, "***")
         hint = "check the host, port, user, database and password (PGPASSFILE), and that the server is running"

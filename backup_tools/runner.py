@@ -250,7 +250,7 @@ def tool_major(tool: Path) -> tuple[str, int]:
 def check_tool_version(tool: Path, server_version_num: int, *, minimum_major: int | None = None) -> int:
     """Refuse a tool older than the server's major version (or minimum_major); return the tool's major."""
     version, major = tool_major(tool)
-    server_major = server_version_num // 10000 if server_version_num >= 100000 else server_version_num // 100
+    server_major = server_version_num // 10000  # 180001 -> 18; 90624 (9.6) -> 9
     needed = max(server_major, minimum_major or 0)
     if major < needed:
         why = f"the server runs PostgreSQL {server_major}" if needed == server_major else f"it needs {needed}"
