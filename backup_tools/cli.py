@@ -14,6 +14,7 @@ from typing import Any
 from backup_tools import __version__
 from backup_tools.errors import BackupToolsError, UsageError, WalMissing
 from backup_tools.evidence_cli import add_evidence_parser
+from backup_tools.offsite_cli import add_offsite_parsers
 from backup_tools.pitr import RecoveryTarget, choose_backup
 from backup_tools.repository import open_repository
 from backup_tools.runner import redact
@@ -329,6 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tz", default="UTC", help="time zone of the daily/weekly buckets (default UTC)")
     _verb(verbs, "keygen", cmd_keygen, "print a new encryption key file (redirect it to a file)")
     add_evidence_parser(verbs)
+    add_offsite_parsers(verbs)
     return parser
 
 
