@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import IO
 
 import psycopg
@@ -101,7 +102,7 @@ def load_table_rows(
         name = split_identifiers(header.group(1).decode(), ".")
         columns = split_identifiers(header.group(2).decode(), ", ") if header.group(2) else []
         data = _until_terminator(stream)
-        if (name[0], name[-1]) != (schema, table):
+        if (name[0] if len(name) > 1 else schema, name[-1]) != (schema, table):
             for _ in data:  # another table's rows
                 pass
             continue
@@ -197,8 +198,9 @@ def _referenced_by_others(conn: psycopg.Connection, schema: str, table: str) -> 
     return bool(row[0])
 
 
-def _swap_rows(conn: psycopg.Connection, backup_id: str, path, fmt: str, schema: str, table: str, *, into: str | None,
-               safety_copy: bool, tool, dsn: str, timeout: float | None) -> tuple[str | None, int]:  # fmt: skip
+def _swap_rows(conn: psycopg.Connection, backup_id: str, path: Path, fmt: str, schema: str, table: str, *,
+               into: str | None, safety_copy: bool, tool: Path | None, dsn: str,
+               timeout: float | None) -> tuple[str | None, int]:  # fmt: skip
     """Inside the caller's transaction: safety copy, clear, load; return (safety copy name, rows loaded)."""
     source = sql.Identifier(schema, table)
     conn.execute("SET LOCAL lock_timeout = '30s'")
