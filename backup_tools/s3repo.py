@@ -388,7 +388,7 @@ class S3Repository(Repository):
             self._delete_if(full, etag)
 
     def _lock_holder(self, full: str) -> tuple[dict, str | None, float]:
-        """The lock's owner record, ETag and age in seconds (by the server's clock where possible)."""
+        """The lock's owner record, ETag and age in seconds (server clock, 1 s resolution)."""
         try:
             resp = self._c.get_object(Bucket=self.bucket, Key=full)
             holder = json.loads(resp["Body"].read() or b"{}")

@@ -282,12 +282,12 @@ def test_lock_is_exclusive_and_released(repo: S3Repository) -> None:
 
 
 def test_stale_locks_are_broken(s3: S3Service, s3_prefix: str) -> None:
-    repo = s3.repository(s3.primary_region, s3_prefix, lock_stale_after=1.0)
+    repo = s3.repository(s3.primary_region, s3_prefix, lock_stale_after=2.0)  # ages have 1 s resolution
     foreign = {"pid": 1, "host": "another-host", "since": 0}
     repo.put_bytes("locks/repo.lock", json.dumps(foreign).encode())
     with pytest.raises(RepositoryError, match="locked by pid 1 on another-host"), repo.lock():
         pass
-    time.sleep(1.5)
+    time.sleep(3.1)
     with repo.lock():
         assert json.loads(repo.get_bytes("locks/repo.lock"))["pid"] == os.getpid()
     dead = {"pid": _dead_pid(), "host": socket.gethostname(), "since": time.time()}
