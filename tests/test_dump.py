@@ -309,3 +309,14 @@ def test_failed_dump_is_catalogued_failed_and_never_restored(source, target, rep
     with pytest.raises(BackupNotFound, match="no backup 'nope'"):
         restore_logical(repo, "nope", target.dsn, pg=pg_bin)
     assert target.tables() == set()
+
+
+def test_cli_backup_and_restore_of_kind_logical(source, target, repo, capsys):
+    from backup_tools.cli import main
+
+    assert main(["backup", "--dsn", source.dsn, "--repo", repo.url, "--kind", "logical"]) == 0
+    backup_id = capsys.readouterr().out.strip().splitlines()[-1]
+    record = repo.read_catalog(backup_id)
+    assert record.kind == "logical" and record.is_good and record.files[0].codec == "zstd"
+    assert main(["restore", "--repo", repo.url, "--dsn", target.dsn, "--backup", backup_id]) == 0
+    assert target.fingerprint() == Fingerprint.from_dict(record.fingerprints)
