@@ -8,10 +8,11 @@ import sys
 from typing import Any
 
 from backup_tools.repository import open_repository
+from backup_tools.runner import redact
 
 
 def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    print(redact(message), file=sys.stderr, flush=True)
 
 
 def _print_json(doc: Any) -> None:
