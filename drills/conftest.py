@@ -1,0 +1,75 @@
+"""The world drills start from: a seeded template data directory (seeded once per run) and primaries copied from it."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from backup_tools.pgbin import PgBin
+from fixtures.cluster import Cluster
+from fixtures.drill import Drill
+from fixtures.methods import METHODS, Method, method_unavailable
+from fixtures.seed import seed_database
+
+log = logging.getLogger("pgdrill")
+
+
+@dataclass(frozen=True)
+class Template:
+    """A stopped data directory holding the seeded application data, and what was loaded into it."""
+
+    data_dir: Path
+    rows: dict[str, int]
+    seed_seconds: float
+
+
+@pytest.fixture(scope="session")
+def seeded_template(
+    pg_bin: PgBin, tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config
+) -> Iterator[Template]:
+    """Initialise and seed one cluster at --scale/--seed, then stop it; drills copy its data directory."""
+    scale, seed = pytestconfig.getoption("scale"), pytestconfig.getoption("seed")
+    cluster = Cluster("template", pg=pg_bin, base_dir=tmp_path_factory.mktemp("template"))
+    try:
+        cluster.init(allows_streaming=True)
+        cluster.start()
+        with cluster.connect() as conn:
+            result = seed_database(conn, scale=scale, seed=seed)
+        cluster.stop()
+        yield Template(cluster.data_dir, result.rows, result.seconds)
+    finally:
+        cluster.teardown()
+
+
+@pytest.fixture
+def seeded_cluster(
+    make_cluster: Callable[..., Cluster], seeded_template: Template, drill: Drill
+) -> Callable[..., Cluster]:
+    """Factory: a started cluster holding the seeded data, configured like Cluster.init (archiving, streaming)."""
+
+    def factory(name: str = "primary", **config) -> Cluster:
+        cluster = make_cluster(name)
+        cluster.init_from_template(seeded_template.data_dir, **config)
+        cluster.start()
+        drill.notes["seed"] = seeded_template.rows
+        return cluster
+
+    return factory
+
+
+@pytest.fixture
+def method(request: pytest.FixtureRequest, make_cluster: Callable[..., Cluster], pg_bin: PgBin, drill: Drill,
+           tmp_path: Path) -> Iterator[Method]:  # fmt: skip
+    """The backup method named by the test's indirect `method` parameter, skipped with its reason where it cannot run."""
+    name = request.param
+    reason = method_unavailable(name, pg_bin)
+    if reason:
+        pytest.skip(reason)
+    instance = METHODS[name](pg=pg_bin, make_cluster=make_cluster, repo_dir=tmp_path / "repo", phase=drill.phase)
+    drill.use(instance)
+    yield instance
+    instance.close()
