@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -13,8 +14,6 @@ from typing import Any
 
 from backup_tools import __version__
 from backup_tools.errors import BackupToolsError, UsageError, WalMissing
-from backup_tools.evidence_cli import add_evidence_parser
-from backup_tools.offsite_cli import add_offsite_parsers
 from backup_tools.pitr import RecoveryTarget, choose_backup
 from backup_tools.repository import open_repository
 from backup_tools.runner import redact
@@ -44,8 +43,11 @@ def one_line(error: BaseException) -> str:
     return " ".join(part.strip() for part in redact(str(error)).splitlines() if part.strip())
 
 
+_STARTED = time.monotonic()
+
+
 def _log(message: str) -> None:
-    print(redact(message), file=sys.stderr, flush=True)
+    print(f"[{time.monotonic() - _STARTED:6.1f}s] {redact(message)}", file=sys.stderr, flush=True)
 
 
 def _pg(args: argparse.Namespace):
@@ -254,6 +256,27 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     return 0
 
 
+def build_wal_parser() -> argparse.ArgumentParser:
+    """A parser with only wal-push and wal-fetch: PostgreSQL runs them per WAL file, so they must start fast."""
+    parser = argparse.ArgumentParser(prog="backup-tools")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+    _add_wal_verbs(verbs)
+    return parser
+
+
+def _add_wal_verbs(verbs) -> None:
+    push = _verb(verbs, "wal-push", cmd_wal_push, "archive one WAL file; use as archive_command")
+    push.add_argument("wal_path", metavar="WAL_PATH", help="the %%p path PostgreSQL passes")
+    _repo(push)
+    push.add_argument("--compress", choices=("zstd", "gzip", "none"), default="zstd", help="default zstd")
+    _key(push)
+    fetch = _verb(verbs, "wal-fetch", cmd_wal_fetch, "restore one WAL file; use as restore_command")
+    fetch.add_argument("wal_name", metavar="WAL_NAME", help="the %%f file name PostgreSQL asks for")
+    fetch.add_argument("dest", metavar="DEST", help="the %%p path to write")
+    _repo(fetch)
+    _key(fetch)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every verb."""
     parser = argparse.ArgumentParser(
@@ -271,16 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--staging-dir", help="where pg_basebackup writes before upload (default: inside a file:// repo)")
     _key(b)
     _pgbin(b)
-    push = _verb(verbs, "wal-push", cmd_wal_push, "archive one WAL file; use as archive_command")
-    push.add_argument("wal_path", metavar="WAL_PATH", help="the %%p path PostgreSQL passes")
-    _repo(push)
-    push.add_argument("--compress", choices=("zstd", "gzip", "none"), default="zstd", help="default zstd")
-    _key(push)
-    fetch = _verb(verbs, "wal-fetch", cmd_wal_fetch, "restore one WAL file; use as restore_command")
-    fetch.add_argument("wal_name", metavar="WAL_NAME", help="the %%f file name PostgreSQL asks for")
-    fetch.add_argument("dest", metavar="DEST", help="the %%p path to write")
-    _repo(fetch)
-    _key(fetch)
+    _add_wal_verbs(verbs)
     ls = _verb(verbs, "list", cmd_list, "list backups, oldest first")
     _repo(ls)
     ls.add_argument("--json", action="store_true", help="print the catalog records as JSON")
@@ -329,6 +343,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="TOML file with [tool.pgdrill.retention] daily/weekly/monthly/yearly")
     p.add_argument("--tz", default="UTC", help="time zone of the daily/weekly buckets (default UTC)")
     _verb(verbs, "keygen", cmd_keygen, "print a new encryption key file (redirect it to a file)")
+    from backup_tools.evidence_cli import add_evidence_parser  # imported here: wal-push/wal-fetch start faster
+    from backup_tools.offsite_cli import add_offsite_parsers
+
     add_evidence_parser(verbs)
     add_offsite_parsers(verbs)
     return parser
@@ -357,7 +374,9 @@ def _verb(verbs, name: str, func: Callable[[argparse.Namespace], int], summary: 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one verb; print one actionable line on failure and return the exit code."""
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    fast = bool(argv) and argv[0] in ("wal-push", "wal-fetch") and not {"-h", "--help"} & set(argv)
+    args = (build_wal_parser() if fast else build_parser()).parse_args(argv)
     try:
         return args.func(args)
     except BackupToolsError as e:

@@ -164,6 +164,8 @@ def open_object(
             stream, data_key=sealing.data_key, key_id=sealing.meta["data_key_id"], backup_id=scope,
             object_name=key.rsplit("/", 1)[-1],
         )  # fmt: skip
+    if codec == "none" and sealing is None and sha256 is not None and plain_sha256 in (None, sha256):
+        return io.BufferedReader(_Named(stream, key=key, url=repo.url), CHUNK)  # type: ignore[arg-type,return-value]
     stream = decompressing_reader(stream, codec=codec)
     reader = HashingReader(stream, key=key, expected_sha256=plain_sha256, expected_size=plain_size)  # type: ignore[arg-type]
     return io.BufferedReader(_Named(reader, key=key, url=repo.url), CHUNK)  # type: ignore[return-value]
@@ -207,8 +209,8 @@ def open_envelope(repo: Repository, key: str, *, key_file: str | os.PathLike[str
     return io.BufferedReader(_Named(reader, key=key, url=repo.url), CHUNK)  # type: ignore[return-value]
 
 
-def copy_to_file(src: BinaryIO, dest: Path) -> int:
-    """Write a verified stream to dest via a temp file, fsync, rename; nothing is left behind on error."""
+def copy_to_file(src: BinaryIO, dest: Path, *, durable: bool = True) -> int:
+    """Write a verified stream to dest via a temp file (fsync unless not durable), rename; nothing left on error."""
     tmp = dest.with_name(f".{dest.name}.tmp-{uuid.uuid4().hex[:8]}")
     size = 0
     try:
@@ -217,9 +219,11 @@ def copy_to_file(src: BinaryIO, dest: Path) -> int:
                 out.write(chunk)
                 size += len(chunk)
             out.flush()
-            os.fsync(out.fileno())
+            if durable:
+                os.fsync(out.fileno())
         os.replace(tmp, dest)
-        fsync_dir(dest.parent)
+        if durable:
+            fsync_dir(dest.parent)
     finally:
         tmp.unlink(missing_ok=True)
     return size

@@ -113,7 +113,8 @@ def wal_fetch(name: str, dest: Path, *, repo: Repository, key_file: str | os.Pat
     if not repo.exists(key):
         raise WalMissing(f"{name} is not in {repo.url}")
     try:
-        return copy_to_file(open_envelope(repo, key, key_file=key_file), dest)
+        # no fsync: PostgreSQL reads the restored file at once and makes its own copy durable
+        return copy_to_file(open_envelope(repo, key, key_file=key_file), dest, durable=False)
     except OSError as e:
         raise RepositoryError(f"could not write {dest}: {e.strerror}; check space and permissions") from e
     except IntegrityError as e:
