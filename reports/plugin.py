@@ -1,65 +1,207 @@
-"""pytest-html customisation: drill columns, environment, and drill-results.json beside the report."""
+"""pytest-html customisation: drill summary, details, trends, compliance, drill-results.json, history, evidence bundle."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import socket
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import pytest
 
-from fixtures.drill import drill_key
-from reports.render import header_cells, row_cells
+from backup_tools.drill_history import History, append_history, history_line, parse_history
+from backup_tools.errors import BackupToolsError
+from fixtures.drill import drill_key, targets_key
+from reports import evidence
+from reports.controls import SCENARIOS, render_compliance
+from reports.records import build_record, copy_logs, log_sources, relevant_lines
+from reports.render import header_cells, render_summary, row_cells, why
 
-run_dir_key = pytest.StashKey[Path]()
-records_key = pytest.StashKey[list[dict]]()
+SCHEMA_VERSION = 1
+JUNIT_PROPERTIES = ("scenario", "method", "verdict", "rto_seconds", "target_rto_seconds", "rpo_seconds",
+                    "target_rpo_seconds", "lost_commits")  # fmt: skip
+
+
+@dataclass
+class Run:
+    """State of this run's report."""
+
+    run_id: str
+    run_dir: Path
+    started_at: str
+    history_path: Path
+    history: BinaryIO | None = None
+    signing_key: Any = None
+    git_commit: str = "unknown"
+    environment: dict[str, str] = field(default_factory=dict)
+    records: list[dict[str, Any]] = field(default_factory=list)
+    history_lines: list[dict[str, Any]] = field(default_factory=list)
+    bad_history_lines: list[int] = field(default_factory=list)
+    bundle: evidence.Bundle | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+run_key = pytest.StashKey[Run]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    """Where the run's report goes."""
-    parser.getgroup("pgdrill").addoption(
-        "--report-dir", default=None, help="directory for report.html and drill-results.json (default reports/out/<run>)"
+    """Options for the report, history and evidence bundle."""
+    group = parser.getgroup("pgdrill")
+    group.addoption(
+        "--report-dir", default=None, help="directory for the run's report and evidence (default reports/out/<run>)"
     )
+    group.addoption("--history-file", default=None, help="drill history, JSON lines (default reports/history.jsonl)")
+    group.addoption(
+        "--history-runs", type=int, default=20, help="runs per scenario shown in the trend charts (default 20)"
+    )
+    group.addoption(
+        "--stale-days", type=int, default=30, help="a scenario not passed within this many days is a gap (default 30)"
+    )
+    group.addoption(
+        "--evidence-key",
+        default=None,
+        help=f"Ed25519 private key signing the evidence manifest (or ${evidence.KEY_ENV})",
+    )
+    group.addoption("--evidence-archive", action="store_true", help="also write the evidence bundle as <run>.tar.gz")  # fmt: skip
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
-    """Point pytest-html at reports/out/<run>/report.html (self-contained) unless --html was given."""
+    """Set up the run directory, report paths, history file and signing key (before any privilege drop)."""
+    from reports.environment import git_commit, suite_environment
+
     run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + f"-{os.getpid()}"
+    root = Path(config.rootpath)
     if config.option.htmlpath:
         run_dir = Path(config.option.htmlpath).resolve().parent
     else:
-        run_dir = Path(config.getoption("report_dir") or Path(config.rootpath) / "reports" / "out" / run_id)
+        run_dir = Path(config.getoption("report_dir", None) or root / "reports" / "out" / run_id).resolve()
         config.option.htmlpath = str(run_dir / "report.html")
     config.option.self_contained_html = True
+    config.option.css = [*(getattr(config.option, "css", None) or []), str(Path(__file__).with_name("pgdrill.css"))]
+    if not getattr(config.option, "xmlpath", None):
+        config.option.xmlpath = str(run_dir / "junit.xml")
     run_dir.mkdir(parents=True, exist_ok=True)
-    config.stash[run_dir_key] = run_dir
-    config.stash[records_key] = []
+    history_path = Path(config.getoption("history_file", None) or root / "reports" / "history.jsonl").resolve()
+    run = Run(run_id, run_dir, datetime.now(UTC).isoformat(), history_path)
+    try:
+        run.signing_key = evidence.load_signing_key(config.getoption("evidence_key", None))
+        if os.geteuid() == 0:  # the process may drop to an unprivileged user next: keep an open handle
+            run.history = _open_history(history_path)
+    except BackupToolsError as e:
+        raise pytest.UsageError(str(e)) from e
+    run.git_commit = git_commit(root)
+    run.environment = suite_environment(commit=run.git_commit)
+    config.stash[run_key] = run
+
+
+def _open_history(path: Path) -> BinaryIO:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path.open("a+b")
+    except OSError as e:
+        raise BackupToolsError(f"cannot open the drill history {path}: {e.strerror}; pass --history-file") from e
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Add the PostgreSQL version and binaries, suite, host, tools, scale, seed to the Environment table."""
+    from pytest_metadata.plugin import metadata_key
+
+    from backup_tools.pgbin import find_pg_bin
+    from fixtures.clusters import pg_bin_key
+
+    config, run = session.config, session.config.stash[run_key]
+    env = run.environment
+    try:
+        pg = config.stash[pg_bin_key] if pg_bin_key in config.stash else find_pg_bin(config.getoption("pg_bin", None))
+        env["PostgreSQL"] = f"{pg.version} ({pg.source})"
+        env["PostgreSQL binaries"] = str(pg.bindir)
+    except Exception as e:  # the environment table must not break the run
+        env["PostgreSQL"] = f"not found: {e}"
+    env["Scale"] = str(config.getoption("scale", None))
+    env["Seed"] = str(config.getoption("seed", None))
+    if targets_key in config.stash:
+        env["Targets"] = config.stash[targets_key].source
+    env["Run"] = run.run_id
+    env["History file"] = str(run.history_path)
+    key = run.signing_key
+    env["Evidence signing"] = (
+        f"Ed25519 key {evidence.key_id(key.public_key())}" if key else "not signed (no --evidence-key)"
+    )
+    config.stash[metadata_key].update(env)
+
+
+def _slug(nodeid: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", nodeid.split("/")[-1])[:120]
+
+
+@pytest.fixture
+def evidence_dir(request: pytest.FixtureRequest) -> Path:
+    """A directory in this run's evidence bundle for the drill's own artifacts (kept as written, not redacted)."""
+    path = request.config.stash[run_key].run_dir / "artifacts" / _slug(request.node.nodeid)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _figures(item: pytest.Item) -> dict[str, Any] | None:
+    """The drill's figures, or for a drill that never got its Drill (setup error, skip) its marker's identity."""
+    drill = item.stash.get(drill_key, None)
+    if drill is not None:
+        figures = drill.to_record()
+        figures["target_max_lost_commits"] = drill.target.max_lost_commits
+        if drill.failure is not None and len(drill.stopwatch.phases) == len(figures["phases"]):
+            for out, phase in zip(figures["phases"], drill.stopwatch.phases, strict=True):
+                out["start_seconds"] = round((phase.started - drill.failure.t_fail).total_seconds(), 4)
+        return figures
+    marker = item.get_closest_marker("drill")
+    if marker is None or not marker.args:
+        return None
+    callspec = getattr(item, "callspec", None)
+    target = item.config.stash[targets_key].for_scenario(marker.args[0]) if targets_key in item.config.stash else None
+    return {"scenario": marker.args[0], "method": marker.kwargs.get("method") or (callspec.id if callspec else "default"),
+            "target_rto_seconds": target.rto.total_seconds() if target else None,
+            "target_rpo_seconds": target.rpo.total_seconds() if target else None,
+            "target_max_lost_commits": target.max_lost_commits if target else None,
+            "rto_seconds": None, "rpo_seconds": None, "lost_commits": None, "t_fail": None, "recovered_at": None,
+            "phases": [], "checks": [], "violations": [], "notes": {}}  # fmt: skip
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[pytest.TestReport]:
-    """Attach the drill's figures to its call report, and as JUnit properties."""
+    """Record a drill's result (call, or a failed/skipped setup), keep its logs, add its details and JUnit properties."""
     report = yield
-    drill = item.stash.get(drill_key, None)
-    if drill is not None and report.when == "call":
-        record = {"test": item.nodeid, "outcome": report.outcome, **drill.to_record()}
-        if report.failed:
-            record["reason"] = _one_line(report)
-        report.pgdrill = record
-        item.config.stash[records_key].append(record)
-        for key in ("scenario", "method", "rto_seconds", "target_rto_seconds", "rpo_seconds", "target_rpo_seconds",
-                    "lost_commits"):  # fmt: skip
-            report.user_properties.append((key, record[key]))
+    wanted = report.when == "call" or (report.when == "setup" and not report.passed)
+    figures = _figures(item) if wanted else None
+    if figures is None:
+        return report
+    from pytest_html import extras
+
+    from reports.details import render_details
+
+    run = item.config.stash[run_key]
+    record = build_record(item=item, report=report, call=call, figures=figures)
+    record["server_logs"], texts = copy_logs(log_sources(item, figures.get("notes") or {}),
+                                             run.run_dir / "logs" / _slug(item.nodeid), run_dir=run.run_dir)  # fmt: skip
+    lines = record["server_log_tail"] or (relevant_lines(texts) if record["verdict"] in ("fail", "error") else [])
+    record["server_log_tail"] = lines
+    report.pgdrill = record
+    run.records.append(record)
+    report.extras = [*getattr(report, "extras", []), extras.html(render_details(record, log_lines=lines))]
+    for key in JUNIT_PROPERTIES:
+        report.user_properties.append((key, record.get(key)))
+    if why(record):
+        report.user_properties.append(("why", why(record)))
     return report
 
 
-def _one_line(report: pytest.TestReport) -> str:
-    text = getattr(report.longrepr, "reprcrash", None)
-    message = text.message if text is not None else str(report.longrepr)
-    return message.strip().splitlines()[0] if message.strip() else "failed"
+def pytest_html_report_title(report: Any) -> None:
+    """Title the report after the suite."""
+    report.title = "pgdrill: backup restore and DR drill report"
 
 
 def pytest_html_results_table_header(cells: list[str]) -> None:
@@ -72,36 +214,75 @@ def pytest_html_results_table_row(report: pytest.TestReport, cells: list[str]) -
     cells[2:2] = row_cells(getattr(report, "pgdrill", None))
 
 
-def pytest_sessionstart(session: pytest.Session) -> None:
-    """Add the PostgreSQL version and binaries to the report's Environment table."""
-    from pytest_metadata.plugin import metadata_key
+def pytest_html_results_summary(
+    prefix: list[str], summary: list[str], postfix: list[str], session: pytest.Session
+) -> None:
+    """Drill summary at the top; trends, staleness and the compliance section below the summary."""
+    from reports.history import render_history
 
-    from backup_tools.pgbin import find_pg_bin
-    from fixtures.clusters import pg_bin_key
-
-    config = session.config
-    try:
-        pg = config.stash[pg_bin_key] if pg_bin_key in config.stash else find_pg_bin(config.getoption("pg_bin"))
-        config.stash[metadata_key]["PostgreSQL"] = f"{pg.version} ({pg.source})"
-        config.stash[metadata_key]["PostgreSQL binaries"] = str(pg.bindir)
-    except Exception as e:  # the environment table must not break the run
-        config.stash[metadata_key]["PostgreSQL"] = f"not found: {e}"
-    config.stash[metadata_key]["Scale"] = str(config.getoption("scale"))
-    config.stash[metadata_key]["Seed"] = str(config.getoption("seed"))
-
-
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    """Write drill-results.json beside report.html."""
-    config = session.config
-    records = config.stash.get(records_key, None)
-    if records is None:
+    run = session.config.stash.get(run_key, None)
+    if run is None or not run.records:
         return
-    doc = {"schema_version": 1, "finished_at": datetime.now(UTC).isoformat(), "drills": records}
-    path = config.stash[run_dir_key] / "drill-results.json"
-    path.write_text(json.dumps(doc, indent=2, default=str) + "\n")
+    prefix.append(render_summary(run.records, run_id=run.run_id))
+    stale = timedelta(days=session.config.getoption("stale_days", 30))
+    postfix.append(render_history(run.history_lines, last=session.config.getoption("history_runs", 20), stale_after=stale,
+                                  scenarios=SCENARIOS, source=str(run.history_path), bad_lines=run.bad_history_lines))  # fmt: skip
+    postfix.append(render_compliance(run.records, run.history_lines, stale_after=stale))
 
 
-def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
-    """Say where the report is."""
-    if run_dir_key in config.stash:
-        terminalreporter.write_line(f"pgdrill: report and results in {config.stash[run_dir_key]}")
+@pytest.hookimpl(wrapper=True, trylast=True)
+def pytest_sessionfinish(session: pytest.Session) -> Iterator[None]:
+    """Results and history before pytest-html and junitxml write their files; the evidence manifest after."""
+    run = session.config.stash.get(run_key, None)
+    if run is not None:
+        _write_results(run)
+    result = yield
+    if run is not None:
+        try:
+            run.bundle = evidence.finish_bundle(run.run_dir, run_id=run.run_id, key=run.signing_key,
+                                                archive=session.config.getoption("evidence_archive", False))  # fmt: skip
+        except OSError as e:
+            run.warnings.append(f"evidence bundle incomplete: {e}")
+    return result
+
+
+def _write_results(run: Run) -> None:
+    """Write drill-results.json, append this run's drills to the history and read the history back for trends."""
+    finished = datetime.now(UTC).isoformat()
+    for record in run.records:
+        record.update(run_id=run.run_id, git_commit=run.git_commit, host=socket.gethostname())
+    doc = {"schema_version": SCHEMA_VERSION, "run_id": run.run_id, "started_at": run.started_at, "finished_at": finished,
+           "environment": run.environment, "drills": run.records}  # fmt: skip
+    (run.run_dir / "drill-results.json").write_text(json.dumps(doc, indent=2, default=str) + "\n")
+    if not run.records:
+        return
+    ran = [{**r, "finished_at": finished} for r in run.records]
+    try:
+        handle = run.history or _open_history(run.history_path)
+        append_history(handle, ran)
+        handle.seek(0)
+        history = parse_history(handle.read().decode(errors="replace"))
+    except (BackupToolsError, OSError) as e:
+        run.warnings.append(f"drill history {run.history_path} not updated: {e}")
+        history = History([history_line(r) for r in ran])
+    run.history_lines, run.bad_history_lines = history.records, history.bad_lines
+    scenarios = {r["scenario"] for r in run.records}
+    evidence.write_history_excerpt(run.run_dir, [r for r in history.records if r.get("scenario") in scenarios])
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    """Say where the report and evidence are, and why any drill failed, one line each."""
+    run = config.stash.get(run_key, None)
+    if run is None:
+        return
+    for record in run.records:
+        if record["verdict"] in ("fail", "error"):
+            terminalreporter.write_line(f"pgdrill: {record['verdict'].upper()} {record['scenario']}/{record['method']}: "
+                                        f"{why(record)}", red=True)  # fmt: skip
+    for warning in run.warnings:
+        terminalreporter.write_line(f"pgdrill: WARNING {warning}", yellow=True)
+    terminalreporter.write_line(f"pgdrill: report and results in {run.run_dir}")
+    if run.bundle is not None:
+        signed = f"signed by key {run.bundle.key_id}" if run.bundle.key_id else "unsigned"
+        where = run.bundle.archive or run.run_dir
+        terminalreporter.write_line(f"pgdrill: evidence bundle ({signed}): backup-tools evidence verify {where}")
