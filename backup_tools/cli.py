@@ -226,7 +226,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_prune(args: argparse.Namespace) -> int:
     """Apply the GFS retention policy."""
-    from backup_tools.retention import RetentionPolicy, prune
+    from backup_tools.prune import prune
+    from backup_tools.retention import RetentionPolicy
 
     config: dict[str, Any] | None = None
     if args.config:

@@ -1,18 +1,17 @@
-"""GFS retention: plan from catalog times which backups and WAL to keep, and prune a repository resumably."""
+"""GFS retention: plan from catalog times which backups and WAL to keep (prune.py applies a plan)."""
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from backup_tools.catalog import CATALOG_NAME, BackupRecord
+from backup_tools.catalog import BackupRecord
 from backup_tools.errors import UsageError
 from backup_tools.lsn import MAX_WAL_SEGMENT_SIZE, check_segment_size, classify, parse_lsn, parse_segment_name
-from backup_tools.repository import BACKUPS, WAL, Repository
 
 TIERS = ("daily", "weekly", "monthly", "yearly")
 PHYSICAL = ("full", "incremental")
@@ -318,64 +317,3 @@ def _plan_wal(
     where = f"{oldest.start_lsn} on timeline {oldest.timeline}"
     note = f"kept from the oldest kept physical backup {oldest.id} at {where} (segments of {assumed}{size} bytes)"
     return [name for _, name in sorted(delete)], note
-
-
-@dataclass(frozen=True)
-class PruneResult:
-    """What prune did (or, in a dry run, would do)."""
-
-    plan: RetentionPlan
-    dry_run: bool
-    deleted: tuple[str, ...] = ()
-    deleted_wal: tuple[str, ...] = ()
-    resumed: tuple[str, ...] = ()
-
-
-def prune(
-    repo: Repository,
-    policy: RetentionPolicy,
-    *,
-    now: datetime,
-    dry_run: bool,
-    tz: str = "UTC",
-    wal_segment_size: int | None = None,
-    log: Callable[[str], Any] = print,
-) -> PruneResult:
-    """Apply a retention plan under the repository lock: mark catalogs, delete data, catalogs last, then WAL."""
-    repo.list(f"{BACKUPS}/")  # a mistyped repository fails here, before lock() would create it
-    if dry_run:
-        plan = _plan_repo(repo, policy, now=now, tz=tz, wal_segment_size=wal_segment_size)
-        log(f"### Prune of {repo.url} (dry run: nothing is deleted)\n{plan.render()}")
-        return PruneResult(plan, True)
-    with repo.lock():
-        plan = _plan_repo(repo, policy, now=now, tz=tz, wal_segment_size=wal_segment_size)
-        log(f"### Pruning {repo.url}\n{plan.render()}")
-        doomed = [d for d in plan.decisions if not d.keep]
-        resumed = tuple(d.record.id for d in doomed if d.record.options.get(DELETING))
-        for d in doomed:  # first make every deletion durable, and not good for any reader, so a rerun finishes it
-            if not d.record.options.get(DELETING):
-                note = f"being deleted by prune; if this stays, rerun `backup-tools prune --repo {repo.url}`"
-                options = {"error": note, **d.record.options, DELETING: True, "deleting_at": now.isoformat()}
-                repo.write_catalog(d.record.with_changes(status="FAILED", options=options))
-        for d in doomed:  # newest first: an incremental goes before its parent
-            r = d.record
-            log(f"### Deleting backup {r.id}: {d.reason}")
-            catalog = f"{BACKUPS}/{r.id}/{CATALOG_NAME}"
-            for key in repo.list(f"{BACKUPS}/{r.id}/"):
-                if key != catalog:
-                    repo.delete(key)
-            repo.delete(catalog)
-        if plan.wal_delete:
-            log(f"### Deleting {len(plan.wal_delete)} WAL file(s), oldest first")
-        for key in plan.wal_delete:
-            repo.delete(key)
-        log(f"### Pruned {repo.url}: {len(doomed)} backup(s), {len(plan.wal_delete)} WAL file(s) deleted")
-        return PruneResult(plan, False, tuple(d.record.id for d in doomed), plan.wal_delete, resumed)
-
-
-def _plan_repo(
-    repo: Repository, policy: RetentionPolicy, *, now: datetime, tz: str, wal_segment_size: int | None
-) -> RetentionPlan:
-    return plan_retention(
-        repo.list_backups(), policy, now=now, tz=tz, wal=repo.list(f"{WAL}/"), wal_segment_size=wal_segment_size
-    )
