@@ -18,109 +18,20 @@ import boto3
 from boto3.s3.transfer import TransferConfig
 from botocore import exceptions as bx
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
-from backup_tools.errors import IntegrityError, RepositoryError, UsageError
+from backup_tools.errors import RepositoryError, UsageError
 from backup_tools.repository import ObjectInfo, Repository, _is_stale
+from backup_tools.s3stream import BOTO, HashingSource, ResumingBody, error_code, no_clobber, read_full
 
 MiB = 1 << 20
 SHA_META = "sha256"  # x-amz-meta-sha256 on single-part objects, an object tag on multipart ones
 AUTH_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken", "ExpiredToken", "403"}
 CONFLICT = ("PreconditionFailed", "ConditionalRequestConflict")
-BOTO = (ClientError, BotoCoreError)
-TRANSIENT = (BotoCoreError, OSError)  # mid-stream failures worth resuming a download after
 
 
 class RestorePending(RepositoryError):
     """An archived (GLACIER / DEEP_ARCHIVE) object is being restored; retry the read later."""
-
-
-def _no_clobber(params: dict, **_: Any) -> None:
-    """Make a PutObject / CompleteMultipartUpload conditional: fail with 412 if the key exists."""
-    params["IfNoneMatch"] = "*"
-
-
-def _code(e: Exception) -> tuple[str, int]:
-    """A boto error's S3 error code and HTTP status ("", 0 when there was no answer)."""
-    if not isinstance(e, ClientError):
-        return "", 0
-    return e.response.get("Error", {}).get("Code", ""), e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-
-
-def _read_full(src: BinaryIO, n: int) -> bytes:
-    """Read n bytes, or fewer only at EOF (pipes return short reads)."""
-    parts, got = [], 0
-    while got < n and (data := src.read(n - got)):
-        parts.append(data)
-        got += len(data)
-    return b"".join(parts)
-
-
-class _HashingSource:
-    """A non-seekable reader over buffered bytes then a stream, hashing what s3transfer reads."""
-
-    def __init__(self, head: bytes, rest: BinaryIO):
-        self._head, self._rest = io.BytesIO(head), rest
-        self.sha, self.size = hashlib.sha256(), 0
-
-    def read(self, n: int = -1) -> bytes:
-        data = self._head.read(n)
-        if n < 0:
-            data += self._rest.read()
-        elif len(data) < n:
-            data += _read_full(self._rest, n - len(data))
-        self.sha.update(data)
-        self.size += len(data)
-        return data
-
-
-class _Body(io.RawIOBase):
-    """An object's GET stream that resumes with a ranged GET (same ETag) when the connection breaks."""
-
-    def __init__(self, repo: S3Repository, key: str, response: dict):
-        self._repo, self._key, self._resp = repo, key, response
-        self._etag, self._pos, self._resumes = response["ETag"], 0, 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
-
-    def read(self, n: int = -1) -> bytes:
-        while True:
-            try:
-                data = self._resp["Body"].read(None if n < 0 else n)
-                self._pos += len(data)
-                return data
-            except TRANSIENT as e:
-                self._resume(e)
-
-    def _resume(self, error: Exception) -> None:
-        self._resumes += 1
-        if self._resumes >= self._repo.attempts:
-            raise RepositoryError(
-                f"reading {self._key} from {self._repo.endpoint} broke off at byte {self._pos} "
-                f"{self._resumes} times ({type(error).__name__}); check the network and retry"
-            ) from error
-        time.sleep(min(2.0, 0.2 * 2**self._resumes))
-        try:
-            self._resp = self._repo._c.get_object(
-                Bucket=self._repo.bucket,
-                Key=self._repo._full(self._key),
-                Range=f"bytes={self._pos}-",
-                IfMatch=self._etag,
-            )
-        except BOTO as e:
-            if _code(e)[0] == "PreconditionFailed":
-                raise IntegrityError(f"{self._key} in {self._repo.url} was replaced while being read; retry") from e
-            raise self._repo._fail(e, f"resuming the read of {self._key}") from e
-
-    def close(self) -> None:
-        self._resp["Body"].close()
-        super().close()
 
 
 class S3Repository(Repository):
@@ -170,8 +81,8 @@ class S3Repository(Repository):
         # endpoint_url=None lets botocore resolve AWS_ENDPOINT_URL(_S3) itself (botocore >= 1.31)
         self._c = session.client("s3", endpoint_url=endpoint_url, config=config)
         self._c_new = session.client("s3", endpoint_url=endpoint_url, config=config)
-        self._c_new.meta.events.register("before-parameter-build.s3.PutObject", _no_clobber)
-        self._c_new.meta.events.register("before-parameter-build.s3.CompleteMultipartUpload", _no_clobber)
+        self._c_new.meta.events.register("before-parameter-build.s3.PutObject", no_clobber)
+        self._c_new.meta.events.register("before-parameter-build.s3.CompleteMultipartUpload", no_clobber)
         parsed = urlparse(self._c.meta.endpoint_url)
         self.endpoint = f"{parsed.scheme}://{parsed.hostname}" + (f":{parsed.port}" if parsed.port else "")
         self._bucket_ok = False
@@ -193,7 +104,7 @@ class S3Repository(Repository):
         """Turn a boto error into a RepositoryError that says what to do (never includes credentials)."""
         where = f"{what} ({self.url} at {self.endpoint})"
         if isinstance(e, ClientError):
-            code, status = _code(e)
+            code, status = error_code(e)
             if code == "NoSuchBucket":
                 return RepositoryError(f"bucket {self.bucket} does not exist: {where}; create it or fix --repo")
             if code in AUTH_CODES or status == 403:
@@ -233,7 +144,7 @@ class S3Repository(Repository):
         try:
             self._c.head_bucket(Bucket=self.bucket)
         except BOTO as e:
-            if _code(e)[1] == 404:
+            if error_code(e)[1] == 404:
                 raise RepositoryError(
                     f"bucket {self.bucket} does not exist at {self.endpoint}; create it or fix --repo"
                 ) from e
@@ -254,13 +165,13 @@ class S3Repository(Repository):
         extra: dict[str, Any] = {"StorageClass": storage_class or self.storage_class}
         if retain_until is not None:
             extra |= {"ObjectLockMode": self.lock_mode, "ObjectLockRetainUntilDate": retain_until}
-        head = _read_full(src, self.transfer.multipart_threshold)
+        head = read_full(src, self.transfer.multipart_threshold)
         try:
             if len(head) < self.transfer.multipart_threshold:  # all of it: one PUT, sha256 as metadata
                 digest = hashlib.sha256(head).hexdigest()
                 client.put_object(Bucket=self.bucket, Key=full, Body=head, Metadata={SHA_META: digest}, **extra)
                 return ObjectInfo(key, len(head), digest)
-            source = _HashingSource(head, src)
+            source = HashingSource(head, src)
             del head
             # s3transfer aborts the multipart upload if src raises or a part fails; nothing appears under the key
             client.upload_fileobj(source, self.bucket, full, ExtraArgs=extra, Config=self.transfer)
@@ -270,7 +181,7 @@ class S3Repository(Repository):
             )
             return ObjectInfo(key, source.size, digest)
         except BOTO as e:
-            if _code(e)[0] in CONFLICT:
+            if error_code(e)[0] in CONFLICT:
                 raise RepositoryError(f"{key} already exists in {self.url}; refusing to overwrite it") from e
             raise self._fail(e, f"writing {key}") from e
 
@@ -280,11 +191,11 @@ class S3Repository(Repository):
 
     def open_raw(self, key: str) -> BinaryIO:
         try:
-            return _Body(self, key, self._c.get_object(Bucket=self.bucket, Key=self._full(key)))  # type: ignore[return-value]
+            return ResumingBody(self, key, self._c.get_object(Bucket=self.bucket, Key=self._full(key)))  # type: ignore[return-value]
         except BOTO as e:
-            if _code(e)[0] == "NoSuchKey":
+            if error_code(e)[0] == "NoSuchKey":
                 raise RepositoryError(f"{key} is missing from {self.url}") from e
-            if _code(e)[0] == "InvalidObjectState":
+            if error_code(e)[0] == "InvalidObjectState":
                 raise self._restore(key) from e
             raise self._fail(e, f"reading {key}") from e
 
@@ -314,7 +225,7 @@ class S3Repository(Repository):
             request = {"Days": self.restore_days, "GlacierJobParameters": {"Tier": self.restore_tier}}
             self._c.restore_object(Bucket=self.bucket, Key=full, RestoreRequest=request)
         except BOTO as e:
-            if _code(e)[0] != "RestoreAlreadyInProgress":
+            if error_code(e)[0] != "RestoreAlreadyInProgress":
                 raise self._fail(e, f"restoring {key} from its archive tier") from e
         return RestorePending(
             f"{key} in {self.url} is in {tier}; requested a {self.restore_tier} restore for {self.restore_days} "
@@ -325,7 +236,7 @@ class S3Repository(Repository):
         try:
             return self._c.head_object(Bucket=self.bucket, Key=self._full(key))["ContentLength"]
         except BOTO as e:
-            if _code(e)[1] != 404:
+            if error_code(e)[1] != 404:
                 raise self._fail(e, f"looking up {key}") from e
         self._check_bucket()
         return None
@@ -354,7 +265,7 @@ class S3Repository(Repository):
                     if v["Key"] == full:
                         self._c.delete_object(Bucket=self.bucket, Key=full, VersionId=v["VersionId"])
         except BOTO as e:
-            if _code(e)[0] == "AccessDenied":
+            if error_code(e)[0] == "AccessDenied":
                 raise RepositoryError(
                     f"{key} in {self.url} has a version under Object Lock retention (or the key may not delete "
                     "versions); it can be removed only after its retain-until date"
@@ -371,7 +282,7 @@ class S3Repository(Repository):
                 etag = self._c_new.put_object(Bucket=self.bucket, Key=full, Body=owner)["ETag"]
                 break
             except BOTO as e:
-                if _code(e)[0] not in CONFLICT:
+                if error_code(e)[0] not in CONFLICT:
                     raise self._fail(e, f"taking the lock {key}") from e
             holder, held_etag, age = self._lock_holder(full)
             if attempt == 0 and (held_etag is None or age > self.lock_stale_after or _is_stale(holder)):
@@ -402,7 +313,7 @@ class S3Repository(Repository):
         try:
             self._c.delete_object(Bucket=self.bucket, Key=full, **({"IfMatch": etag} if etag else {}))
         except BOTO as e:  # a lock left behind goes stale after lock_stale_after
-            if _code(e)[0] == "NotImplemented" and etag:
+            if error_code(e)[0] == "NotImplemented" and etag:
                 self._delete_if(full, None)
 
 
