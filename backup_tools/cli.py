@@ -206,22 +206,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    """Check freshness and WAL continuity."""
-    from backup_tools.durations import parse_duration
-    from backup_tools.integrity import check_repo
+    """Check freshness, failures, sizes, WAL, verification and drills; alert receivers on failures."""
+    from backup_tools.monitor_cli import cmd_check as run_check
 
-    result = check_repo(open_repository(args.repo), max_age=parse_duration(args.max_age))
-    if args.json:
-        doc = {"ok": result.ok, "newest": result.newest, "age_seconds": result.age_seconds,
-               "problems": list(result.problems), "wal": result.wal.lines()}  # fmt: skip
-        print(json.dumps(doc, indent=2))
-    else:
-        for line in result.wal.lines():
-            print(line)
-        print(("OK" if result.ok else "PROBLEMS") + f": newest good backup {result.newest or '-'}")
-        for problem in result.problems:
-            print(f"  {problem}")
-    return 0 if result.ok else 1
+    return run_check(args)
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
@@ -334,10 +322,13 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--json", action="store_true")
     _key(v)
     _pgbin(v)
-    c = _verb(verbs, "check", cmd_check, "check backup freshness and WAL continuity (exit 1 on problems)")
+    c = _verb(verbs, "check", cmd_check, "check backup freshness, failures, size, WAL and drills (exit 1 on problems)")
     _repo(c)
-    c.add_argument("--max-age", default="26h", help="oldest acceptable newest backup (default 26h)")
+    c.add_argument("--max-age", help="oldest acceptable newest backup (default: config max_age, else 26h)")
     c.add_argument("--json", action="store_true")
+    from backup_tools.monitor_cli import add_check_options
+
+    add_check_options(c)
     p = _verb(verbs, "prune", cmd_prune, "delete backups and WAL outside the GFS retention policy")
     _repo(p)
     p.add_argument("--dry-run", action="store_true", help="show the plan, delete nothing")
