@@ -222,3 +222,24 @@ def test_damaged_backup_object_is_named_and_nothing_is_left(primary, repo, pg_bi
     result = verify_backup(repo, done, pg=pg_bin, log=quiet)
     assert not result.ok and "base.tar.zst" in result.problems[0]
     assert repo.read_catalog(done.id).verified_at is None
+
+
+def test_encrypted_backup_needs_its_key_and_restores_with_it(primary, repo, pg_bin, make_cluster, tmp_path):
+    from backup_tools.errors import EncryptionKeyError
+    from backup_tools.keys import generate_key_file_text
+
+    key = tmp_path / "backup.key"
+    key.write_text(generate_key_file_text())
+    done = physical_backup(dsn=primary.dsn, repo=repo, kind="full", pg=pg_bin, key_file=str(key), log=quiet).record
+    assert done.encryption and done.encryption["wrapping"] == "keyfile"
+    stored = (repo.root / "backups" / done.id / "base.tar.zst").read_bytes()
+    assert stored.startswith(b"PGDE") and b"PG_VERSION" not in stored
+    with primary.connect() as conn:
+        truth = fingerprint(conn)
+    with pytest.raises(EncryptionKeyError, match="pass --key-file FILE"):
+        restore(repo, to=tmp_path / "nokey", pg=pg_bin, log=quiet)
+    assert not (tmp_path / "nokey").exists()
+    _, got = restored_fingerprint(
+        make_cluster, repo, pg_bin, tmp_path, key_file=str(key), target=RecoveryTarget(immediate=True)
+    )
+    assert got.diff(truth) == []

@@ -141,7 +141,9 @@ def test_wal_gap_before_target_works_beyond_refuses(primary, repo, pg_bin, tmp_p
     restore(repo, to=data, pg=pg_bin, target=target, log=quiet)
     assert start_and_count(data, pg_bin, tmp_path, target) == 10
 
-    with pytest.raises(RecoveryError, match=rf"WAL {gap}\.\.{gap} \(1 segment\(s\)\) is missing .* give a recovery target"):
+    with pytest.raises(
+        RecoveryError, match=rf"WAL {gap}\.\.{gap} \(1 segment\(s\)\) is missing .* give a recovery target"
+    ):
         restore(repo, to=tmp_path / "latest", pg=pg_bin, log=quiet)
     assert not any((tmp_path / "latest").iterdir()) if (tmp_path / "latest").exists() else True
 
