@@ -86,8 +86,9 @@ def _trend_axis(ax: Any, runs: Sequence[dict[str, Any]], key: str, target: float
     for verdict, colour, marker in (("pass", PASS, "o"), ("fail", FAIL, "X"), ("error", FAIL, "X")):
         pts = [(x, v) for x, v, r in measured if r.get("verdict") == verdict]
         if pts:
-            ax.scatter([p[0] for p in pts], [p[1] for p in pts], color=colour, marker=marker, s=36, zorder=2,
-                       label=verdict)  # fmt: skip
+            dots = ax.scatter([p[0] for p in pts], [p[1] for p in pts], color=colour, marker=marker, s=36, zorder=2,
+                              label=verdict)  # fmt: skip
+            dots.set_gid(f"{key}-{verdict}")  # the SVG group's id, so tests can count the points
     top = max((v for _, v, _ in measured), default=1.0) or 1.0
     if target is not None and target <= top * 2:
         ax.axhline(target, color=TARGET, linestyle="--", linewidth=1.2)

@@ -56,6 +56,7 @@ def control_status(
     """One control's row: mapped scenarios, drills in this run, last pass on record, and the gap if any."""
     scenarios = [s for s, controls in SCENARIO_CONTROLS.items() if control in controls]
     ran = [r for r in run if r["scenario"] in scenarios]
+    skipped = sorted({f"{r['scenario']}/{r['method']}" for r in ran if r["verdict"] == "skip"})
     passed_now = [r for r in ran if r["verdict"] == "pass"]
     passes = {s: t for s, t in last_passes(history).items() if s in scenarios}
     last = max(passes.items(), key=lambda kv: kv[1], default=None)
@@ -65,9 +66,11 @@ def control_status(
         status, gap = "stale", "no passing drill in this run; last pass is within the allowed age"
     else:
         status = "gap"
-        failed = sorted({f"{r['scenario']}/{r['method']}" for r in ran if r["verdict"] != "pass"})
+        failed = sorted({f"{r['scenario']}/{r['method']}" for r in ran if r["verdict"] in ("fail", "error")})
         if failed:
             gap = "drills ran but none passed: " + ", ".join(failed)
+        elif skipped:
+            gap = "the mapped drills were skipped: " + ", ".join(skipped)
         elif last:
             gap = (
                 f"no drill in this run; last pass {(now - last[1]).days} days ago is older than {stale_after.days} days"

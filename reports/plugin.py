@@ -167,7 +167,8 @@ def _figures(item: pytest.Item) -> dict[str, Any] | None:
             "target_rto_seconds": target.rto.total_seconds() if target else None,
             "target_rpo_seconds": target.rpo.total_seconds() if target else None,
             "target_max_lost_commits": target.max_lost_commits if target else None,
-            "rto_seconds": None, "rpo_seconds": None, "lost_commits": None, "t_fail": None, "recovered_at": None,
+            "rto_seconds": None, "rpo_seconds": None, "lost_commits": None, "acknowledged_before_failure": None,
+            "discarded_after_failure": None, "t_fail": None, "recovered_at": None,
             "phases": [], "checks": [], "violations": [], "notes": {}}  # fmt: skip
 
 
@@ -192,10 +193,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
     report.pgdrill = record
     run.records.append(record)
     report.extras = [*getattr(report, "extras", []), extras.html(render_details(record, log_lines=lines))]
-    for key in JUNIT_PROPERTIES:
-        report.user_properties.append((key, record.get(key)))
-    if why(record):
-        report.user_properties.append(("why", why(record)))
+    properties = [(key, record.get(key)) for key in JUNIT_PROPERTIES] + ([("why", why(record))] if why(record) else [])
+    item.user_properties.extend(properties)  # junitxml writes the item's properties with the teardown report
+    report.user_properties.extend(properties)
     return report
 
 

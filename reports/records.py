@@ -44,7 +44,7 @@ def one_line(report: pytest.TestReport) -> str:
         crash = getattr(report.longrepr, "reprcrash", None)
         message = crash.message if crash is not None else str(report.longrepr or "")
     lines = message.strip().splitlines()
-    return redact(lines[0]) if lines else report.outcome
+    return redact(lines[0].removeprefix("Failed: ")) if lines else report.outcome
 
 
 def _iso(value: Any) -> str | None:
