@@ -164,7 +164,9 @@ def check_sizes(records: list[BackupRecord], config: MonitorConfig) -> list[Chec
             out.append(_fail(check, "critical", f"newest {kind} backup {newest.id} is empty (0 bytes)", **figures))
             continue
         if len(previous) < config.size_min_history:
-            text = f"{_bytes(newest.size)}; too little history to compare ({len(previous)} of {config.size_min_history})"
+            text = (
+                f"{_bytes(newest.size)}; too little history to compare ({len(previous)} of {config.size_min_history})"
+            )
             out.append(_ok(check, text, **figures))
             continue
         median = statistics.median(r.size for r in previous)
@@ -184,7 +186,9 @@ def check_sizes(records: list[BackupRecord], config: MonitorConfig) -> list[Chec
     return out
 
 
-def check_wal(repo: Repository, records: list[BackupRecord], config: MonitorConfig, now: datetime) -> list[CheckOutcome]:
+def check_wal(
+    repo: Repository, records: list[BackupRecord], config: MonitorConfig, now: datetime
+) -> list[CheckOutcome]:
     """No WAL gap from the oldest kept physical backup on, each backup's own WAL present, archiving not stalled."""
     physical = [r for r in records if r.is_good and r.kind in PHYSICAL and r.start_lsn]
     names = wal_names(repo)
@@ -300,4 +304,3 @@ def run_checks(repo: Repository, config: MonitorConfig, *, now: datetime | None 
     except BackupToolsError as e:
         results = [_fail("repository", "critical", f"cannot read {repo.url}: {e}")]
     return results + check_drills(config, now)
-

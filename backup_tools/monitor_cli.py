@@ -9,13 +9,12 @@ import sys
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from backup_tools.alerts import Alert, deliver, local_host, receivers_from_config
-from backup_tools.durations import parse_duration
-from backup_tools.monitor import CheckOutcome, run_checks
-from backup_tools.monitor_config import MonitorConfig
-from backup_tools.repository import open_repository
+if TYPE_CHECKING:  # the modules themselves load in cmd_check: every other verb's parser imports this one
+    from backup_tools.alerts import Alert
+    from backup_tools.monitor import CheckOutcome
+    from backup_tools.monitor_config import MonitorConfig
 
 
 def add_check_options(sub: argparse.ArgumentParser) -> None:
@@ -27,6 +26,12 @@ def add_check_options(sub: argparse.ArgumentParser) -> None:
 
 def cmd_check(args: argparse.Namespace) -> int:
     """Run the checks, print them, alert on failures; exit 1 if a check or an alert delivery failed."""
+    from backup_tools.alerts import deliver, receivers_from_config
+    from backup_tools.durations import parse_duration
+    from backup_tools.monitor import run_checks
+    from backup_tools.monitor_config import MonitorConfig
+    from backup_tools.repository import open_repository
+
     config = MonitorConfig.load(Path(args.config) if args.config else None)
     if args.max_age:
         config = config.with_changes(max_age=parse_duration(args.max_age), max_age_by_series={})
@@ -58,6 +63,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def _alerts(results: list[CheckOutcome], *, config: MonitorConfig, repo: str, now: datetime) -> list[Alert]:
     """A 'failed' alert for failing checks, a 'resolved' one for checks that failed last run (with state_file)."""
+    from backup_tools.alerts import Alert, local_host
+
     failed = [r for r in results if not r.ok]
     passing = {r.name: r for r in results if r.ok}
     host, ok_count = local_host(), len(passing)

@@ -77,7 +77,9 @@ class MonitorConfig:
         if "drill_scenarios" in doc:
             names = doc["drill_scenarios"]
             if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-                raise UsageError("drill_scenarios must be a list of scenario names, e.g. ['corruption', 'complete-loss']")
+                raise UsageError(
+                    "drill_scenarios must be a list of scenario names, e.g. ['corruption', 'complete-loss']"
+                )
             values["drill_scenarios"] = tuple(names)
         for key in ("drill_history", "state_file"):
             if key in doc:
