@@ -21,6 +21,10 @@ def _size(value: Any) -> str:
     return "–"
 
 
+def _or_dash(value: Any) -> str:
+    return "–" if value is None else str(value)
+
+
 def _table(head: list[str], rows: list[list[str]], *, css: str = "") -> str:
     th = "".join(f"<th>{escape(h)}</th>" for h in head)
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
@@ -39,8 +43,8 @@ def figures_html(r: dict[str, Any]) -> str:
             figure(r.get("rpo_seconds"), r.get("target_rpo_seconds")),
         ],
         ["Acknowledged commits lost", lost(r)],
-        ["Acknowledged commits before the failure", escape(str(r.get("acknowledged_before_failure", "–")))],
-        ["Commits after the failure discarded by the restore", escape(str(r.get("discarded_after_failure", "–")))],
+        ["Acknowledged commits before the failure", escape(_or_dash(r.get("acknowledged_before_failure")))],
+        ["Commits after the failure discarded by the restore", escape(_or_dash(r.get("discarded_after_failure")))],
         ["Failure injected (t_fail)", escape(str(r.get("t_fail") or "–"))],
         ["Recovered at", escape(str(r.get("recovered_at") or "–"))],
     ]

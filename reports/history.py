@@ -66,6 +66,8 @@ def render_history(
             f'<tr><td>{escape(label)}</td><td class="pgdrill-rate-{css}">{passed} of {ran} ({100 * passed // ran}%)</td>'
             f'<td><span class="pgdrill-badge pgdrill-{escape(latest)}">{escape(latest.upper())}</span></td></tr>'
         )
+        if all(p.get("rto_seconds") is None and p.get("rpo_seconds") is None for p in points):
+            continue  # nothing measured yet (errors, never recovered): the pass-rate row says so
         charts.append(f'<figure class="pgdrill-trend" data-scenario="{escape(scenario)}" data-method="{escape(method)}" '
                       f'data-points="{len(points)}">{trend_svg(points, label=label)}</figure>')  # fmt: skip
     stale = stale_scenarios(records, max_age=stale_after, scenarios=scenarios, now=now)

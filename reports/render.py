@@ -108,7 +108,7 @@ def render_summary(records: list[dict[str, Any]], *, run_id: str) -> str:
         f'<section id="pgdrill-summary-section">{headline(records)}'
         '<table class="pgdrill-table" id="pgdrill-summary"><thead><tr><th>Verdict</th><th>Scenario</th><th>Method</th>'
         "<th>RTO measured / target</th><th>RPO measured / target</th><th>Lost acked commits</th>"
-        f"<th>Why it failed</th></tr></thead><tbody>{''.join(body)}</tbody></table>"
+        f"<th>Why it did not pass</th></tr></thead><tbody>{''.join(body)}</tbody></table>"
         f'<p class="pgdrill-muted">Run {escape(run_id)}. RTO: failure injected → restored cluster accepts connections '
         "and its data checks pass. RPO: failure → newest acknowledged commit that survived. Worst case shown when a "
         "scenario/method has several cases; details per drill in the results table below.</p></section>"

@@ -268,3 +268,27 @@ def test_compliance_section_lists_runs_last_pass_and_gaps(last_run):
     assert rows["SOC 2 CC8.1"] == "gap"  # no predeploy-rollback drill ran
     assert rows["ISO 27001 A.8.14"] == "gap"  # regional-outage was skipped
     assert "skipped: regional-outage/dr-copy" in section.split("ISO 27001 A.8.14")[1].split("</tr>")[0]
+
+
+def test_report_renders_in_headless_chromium_with_the_summary_visible(last_run, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from reports.screenshot import dump_dom, find_chromium, screenshot
+
+    if find_chromium() is None:
+        pytest.skip("Chromium is not installed (Debian package 'chromium'): the report's look is not browser-checked")
+    dom = dump_dom(last_run / "report.html")
+    assert 'id="pgdrill-summary"' in dom and "measured RTO 1 min 50 s exceeds target 1 min 00 s" in dom
+    assert dom.count('class="results-table-row') >= 6  # pytest-html's JavaScript built the results table
+    png = screenshot(last_run / "report.html", tmp_path / "report.png", width=1280, height=900)
+    image = Image.open(png).convert("RGB")
+    assert image.size == (1280, 900)
+    pixels = np.asarray(image, dtype=int)
+    assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 50, "the screenshot is blank"
+
+    def count(colour: tuple[int, int, int]) -> int:
+        return int(np.all(np.abs(pixels - colour) <= 12, axis=-1).sum())
+
+    assert count((0x1A, 0x7F, 0x37)) > 300, "no PASS badge drawn on the first screen"
+    assert count((0xCF, 0x22, 0x2E)) > 300, "no FAIL badge drawn on the first screen"
