@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,3 +74,14 @@ def method(request: pytest.FixtureRequest, make_cluster: Callable[..., Cluster],
     drill.use(instance)
     yield instance
     instance.close()
+
+
+@pytest.fixture
+def protected_primary(seeded_cluster: Callable[..., Cluster], method: Method, drill: Drill) -> Cluster:
+    """A seeded primary configured for the method, the ticker committing, and the method's backups taken."""
+    primary = seeded_cluster("primary", **method.primary_config())
+    method.attach(primary)
+    drill.start_ticker(primary)
+    method.protect(primary)
+    time.sleep(1.0)  # the application keeps writing after the backup
+    return primary
