@@ -5,7 +5,9 @@ objstore.store_object (compressed, and encrypted with a data key per bucket back
 given: the same seam as database backups); `buckets/<name>/<id>/manifest.json` (key, size, sha256,
 etag, where the stored object is and its own checksums) is written LAST. An object unchanged since the
 previous bucket backup (same size and ETag, or same size and sha256 for directories) is not copied
-again: its manifest entry points at the object stored by the earlier backup.
+again: its manifest entry points at the object stored by the earlier backup. check_consistency compares
+`documents.storage_key` with a bucket's keys (live, or a bucket backup's manifest at a recovery point).
+Not handled yet: pruning bucket backups (an object stays needed while any later manifest references it).
 """
 
 from __future__ import annotations
