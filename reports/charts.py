@@ -60,12 +60,12 @@ def phase_timeline_svg(phases: Sequence[dict[str, Any]], *, rto: float | None, t
         end = max(offset, rto or 0.0)
         if rto is not None:
             ax.axvline(rto, color=PASS if target_rto is None or rto <= target_rto else FAIL, linewidth=1.5)
-            ax.annotate(f"recovered: RTO {format_seconds(rto)}", (rto, -0.5), xytext=(-4, 2), textcoords="offset points",
-                        ha="right", va="bottom", fontsize=8)  # fmt: skip
+            ax.annotate(f"recovered: RTO {format_seconds(rto)}", (rto, 1.0), xycoords=ax.get_xaxis_transform(),
+                        xytext=(-4, 2), textcoords="offset points", ha="right", va="bottom", fontsize=8)  # fmt: skip
         if target_rto is not None and target_rto <= end * 1.5:
             ax.axvline(target_rto, color=TARGET, linestyle="--", linewidth=1.2)
-            ax.annotate(f"target {format_seconds(target_rto)}", (target_rto, len(phases) - 0.5), xytext=(4, 0),
-                        textcoords="offset points", color=TARGET, fontsize=8)  # fmt: skip
+            ax.annotate(f"target {format_seconds(target_rto)}", (target_rto, 0.0), xycoords=ax.get_xaxis_transform(),
+                        xytext=(4, 3), textcoords="offset points", color=TARGET, fontsize=8)  # fmt: skip
             end = max(end, target_rto)
         elif target_rto is not None:
             ax.text(0.99, 0.02, f"RTO target {format_seconds(target_rto)} (far to the right)", transform=ax.transAxes,

@@ -77,8 +77,10 @@ def normalize_commands(value: Any) -> list[str]:
     """Command lines as shell-quoted strings, redacted (argv lists are joined, strings kept)."""
     out = []
     for command in value if isinstance(value, list | tuple) else []:
-        text = shlex.join(str(a) for a in command) if isinstance(command, list | tuple) else str(command)
-        out.append(redact(text))
+        if isinstance(command, list | tuple):  # redact each argument first, so quoting stays intact
+            out.append(shlex.join(redact(str(a)) for a in command))
+        else:
+            out.append(redact(str(command)))
     return out
 
 
