@@ -101,6 +101,7 @@ class EmailReceiver:
     username: str | None = None
     password_env: str | None = None
     password_file: str | None = None
+    ca_file: str | None = None
     timeout: float = 10.0
     retries: int = 1
     retry_delay: float = 1.0
@@ -130,11 +131,15 @@ class EmailReceiver:
         msg["Date"], msg["Message-ID"] = formatdate(localtime=False), make_msgid(domain=self.sender.split("@")[-1])
         msg.set_content(alert.text + "\n")
         password = self._password()
-        smtp_class = smtplib.SMTP_SSL if self.ssl else smtplib.SMTP
+        context = ssl.create_default_context(cafile=self.ca_file)
         try:
-            with smtp_class(self.host, self.port, timeout=self.timeout) as smtp:
+            if self.ssl:
+                smtp = smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout, context=context)
+            else:
+                smtp = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+            with smtp:
                 if self.starttls and not self.ssl:
-                    smtp.starttls(context=ssl.create_default_context())
+                    smtp.starttls(context=context)
                 if self.username:
                     smtp.login(self.username, password or "")
                 smtp.send_message(msg)
@@ -238,7 +243,7 @@ def _email(table: dict[str, Any]) -> EmailReceiver:
     to = table.pop("to")
     to = (to,) if isinstance(to, str) else tuple(to)
     values = {"host": table.pop("host"), "sender": table.pop("from"), "to": to, **common}
-    for key in ("port", "starttls", "ssl", "username", "password_env", "password_file"):
+    for key in ("port", "starttls", "ssl", "username", "password_env", "password_file", "ca_file"):
         if key in table:
             values[key] = table.pop(key)
     if table:
