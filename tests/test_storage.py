@@ -240,3 +240,24 @@ def test_database_and_bucket_orphans_both_ways(s3_env: S3Service, s3_prefix: str
     assert doc_["first_missing"] == lost
     usage = subprocess.run([*run, "check", "--dsn", cluster.dsn], env=env, capture_output=True, text=True, timeout=60)
     assert usage.returncode == 2 and "needs --source" in usage.stderr
+
+
+def test_cli_backup_restore_verify_exit_codes(repo, docs, tmp_path):
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "backup_tools", "storage", *args], capture_output=True,
+                              text=True, timeout=120)  # fmt: skip
+
+    done = cli("backup", "--source", str(docs), "--repo", repo.url)
+    assert done.returncode == 0 and "5 stored, 0 unchanged" in done.stdout, done.stderr
+    assert "docs" in cli("list", "--repo", repo.url, "--name", "docs").stdout  # default name: the directory's
+    (docs / KEYS[0]).unlink()
+    done = cli("restore", "--repo", repo.url, "--name", "docs", "--to", f"file://{docs}")
+    assert done.returncode == 0 and "1 restored, 4 already identical" in done.stdout, done.stderr
+    assert (docs / KEYS[0]).read_bytes() == doc(KEYS[0])
+    assert cli("verify", "--repo", repo.url, "--name", "docs").returncode == 0
+    stored = next(p for p in (repo.root / "buckets").rglob("objects/*"))
+    stored.write_bytes(stored.read_bytes()[:-1])  # truncated
+    done = cli("verify", "--repo", repo.url, "--name", "docs")
+    assert done.returncode == 1 and stored.name in done.stdout and done.stdout.rstrip().endswith("5 documents checked")
+    missing = cli("restore", "--repo", repo.url, "--name", "nope", "--to", str(tmp_path / "x"))
+    assert missing.returncode == 2 and "no bucket backup" in missing.stderr
