@@ -131,7 +131,10 @@ class EmailReceiver:
         msg["Date"], msg["Message-ID"] = formatdate(localtime=False), make_msgid(domain=self.sender.split("@")[-1])
         msg.set_content(alert.text + "\n")
         password = self._password()
-        context = ssl.create_default_context(cafile=self.ca_file)
+        try:
+            context = ssl.create_default_context(cafile=self.ca_file)
+        except (OSError, ssl.SSLError) as e:
+            raise _Permanent(f"cannot load ca_file {self.ca_file}: {e}; point it at a PEM CA bundle") from e
         try:
             if self.ssl:
                 smtp = smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout, context=context)
