@@ -27,6 +27,8 @@ examples:
   restore_command = 'backup-tools wal-fetch %f %p --repo file:///srv/pgbackup'
   backup-tools list --repo file:///srv/pgbackup --json
   backup-tools restore --repo file:///srv/pgbackup --to /srv/pg-restored --target-time '2026-11-22 10:00:00+00'
+  backup-tools backup --dsn 'service=prod' --repo file:///srv/pgbackup --kind logical --format directory --jobs 4
+  backup-tools restore-table --repo file:///srv/pgbackup --dsn 'service=prod' --table cases --into cases_restored
   backup-tools verify --repo file:///srv/pgbackup --backup latest --restore-test
   backup-tools check --repo file:///srv/pgbackup --max-age 26h
   backup-tools prune --repo file:///srv/pgbackup --dry-run
@@ -79,19 +81,33 @@ def _target(args: argparse.Namespace) -> RecoveryTarget | None:
     )  # fmt: skip
 
 
+PHYSICAL_FORMATS, LOGICAL_FORMATS = ("tar", "plain"), ("custom", "directory", "plain")
+
+
 def cmd_backup(args: argparse.Namespace) -> int:
     """Take a backup."""
     repo = open_repository(args.repo)
     if args.kind == "logical":
         from backup_tools.dump import backup_logical
 
+        fmt = args.format or "custom"
+        if fmt not in LOGICAL_FORMATS:
+            raise UsageError(f"--format {fmt} is for physical backups; --kind logical takes custom, directory or plain")
         compression = None if args.compress == "none" else args.compress
-        record = backup_logical(args.dsn, repo, pg=_pg(args), compression=compression, log=_log)
+        record = backup_logical(
+            args.dsn, repo, pg=_pg(args), fmt=fmt, jobs=args.jobs, tables=args.table or (), compression=compression,
+            key_file=args.key_file, log=_log,
+        )  # fmt: skip
     else:
         from backup_tools.backup import physical_backup
 
+        fmt = args.format or "tar"
+        if fmt not in PHYSICAL_FORMATS or args.jobs != 1 or args.table:
+            raise UsageError(
+                f"--kind {args.kind} takes --format tar or plain and no --jobs/--table (those are for --kind logical)"
+            )
         record = physical_backup(
-            dsn=args.dsn, repo=repo, kind=args.kind, pg=_pg(args), fmt=args.format, compression=args.compress,
+            dsn=args.dsn, repo=repo, kind=args.kind, pg=_pg(args), fmt=fmt, compression=args.compress,
             key_file=args.key_file, staging_dir=Path(args.staging_dir) if args.staging_dir else None, log=_log,
         ).record  # fmt: skip
     print(record.id)
@@ -155,9 +171,14 @@ def cmd_restore(args: argparse.Namespace) -> int:
             chosen = records[-1]
         else:
             raise UsageError(f"no finished logical backup in {repo.url}; take one with --kind logical")
-        restore_logical(repo, chosen.id, args.dsn, pg=_pg(args), log=_log)
+        restore_logical(repo, chosen.id, args.dsn, tables=args.table or (), jobs=args.jobs, key_file=args.key_file,
+                        pg=_pg(args), log=_log)  # fmt: skip
         print(chosen.id)
         return 0
+    if args.table or args.jobs != 1:
+        raise UsageError(
+            "--table and --jobs apply to logical restores (--dsn); a physical restore (--to) takes neither"
+        )
     from backup_tools.restore import restore, start_restored
 
     pg = _pg(args)
@@ -172,6 +193,22 @@ def cmd_restore(args: argparse.Namespace) -> int:
                                  target=target, log=_log)  # fmt: skip
         _log(f"### Restored server {started.outcome} after {started.seconds:.1f} s; log: {started.logfile}")
     print(result.backup_id)
+    return 0
+
+
+def cmd_restore_table(args: argparse.Namespace) -> int:
+    """Restore one table from a logical backup, after a safety copy (or into a side table)."""
+    from backup_tools.table_restore import restore_table
+
+    result = restore_table(
+        open_repository(args.repo), args.backup, args.dsn, args.table, into=args.into,
+        safety_copy=not args.no_safety_copy, key_file=args.key_file, pg=_pg(args), log=_log,
+    )  # fmt: skip
+    saved = f"; safety copy {result.safety_copy}" if result.safety_copy else ""
+    print(f"restored {result.rows} row(s) of {result.table} from {result.backup_id} into {result.target}{saved}")
+    if not result.ok:
+        _log(f"backup-tools restore-table: {result.target} differs from the backup: {'; '.join(result.differences)}")
+        return 1
     return 0
 
 
@@ -278,7 +315,13 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--dsn", required=True, help="libpq connection string (no password: use PGPASSFILE)")
     _repo(b)
     b.add_argument("--kind", required=True, choices=("logical", "full", "incremental"))
-    b.add_argument("--format", choices=("tar", "plain"), default="tar", help="pg_basebackup format (default tar)")
+    b.add_argument(
+        "--format", choices=("tar", "plain", "custom", "directory"),
+        help="full/incremental: pg_basebackup tar (default) or plain; logical: pg_dump custom (default), directory "
+        "or plain",
+    )  # fmt: skip
+    b.add_argument("--jobs", type=int, default=1, help="logical only: parallel pg_dump jobs (needs --format directory)")
+    b.add_argument("--table", action="append", metavar="NAME", help="logical only: dump this table (repeatable)")
     b.add_argument("--compress", choices=("zstd", "gzip", "none"), default="zstd", help="default zstd")
     b.add_argument("--staging-dir", help="where pg_basebackup writes before upload (default: inside a file:// repo)")
     _key(b)
@@ -312,9 +355,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--start", action="store_true", help="start the restored server and wait until it reached the target"
     )
     r.add_argument("--port", type=int, help="port for --start")
+    r.add_argument("--jobs", type=int, default=1, help="logical only: parallel pg_restore jobs")
+    r.add_argument(
+        "--table", action="append", metavar="NAME", help="logical only: restore only this table (repeatable)"
+    )
     r.add_argument("--socket-dir", help="unix socket directory for --start")
     _key(r)
     _pgbin(r)
+    t = _verb(verbs, "restore-table", cmd_restore_table,
+              "restore one table's rows from a logical backup, keeping a safety copy of the current rows")  # fmt: skip
+    _repo(t)
+    t.add_argument("--dsn", required=True, help="database holding the table (no password: use PGPASSFILE)")
+    t.add_argument("--table", required=True, metavar="NAME", help="table to restore (schema as recorded in the backup)")
+    t.add_argument("--backup", default="latest", metavar="ID", help="logical backup id or 'latest' (default)")
+    t.add_argument("--into", metavar="SIDE_TABLE", help="load into this new table instead, to compare by hand")
+    t.add_argument("--no-safety-copy", action="store_true", help="do not copy the current rows aside first")
+    _key(t)
+    _pgbin(t)
     v = _verb(verbs, "verify", cmd_verify, "re-read backups against their checksums and pg_verifybackup")
     _repo(v)
     v.add_argument("--backup", default="latest", metavar="ID", help="backup id, 'latest' (default) or 'all'")
