@@ -26,9 +26,6 @@ from backup_tools.monitor import run_checks
 from backup_tools.monitor_config import MonitorConfig
 from tests.monitor_env import RepoHistory
 
-aiosmtpd_controller = pytest.importorskip("aiosmtpd.controller", reason="aiosmtpd is needed for the SMTP receiver")
-from aiosmtpd.smtp import AuthResult, LoginPassword  # noqa: E402
-
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 PASSWORD = "s3cret-Sm7p-pass"
 
@@ -57,7 +54,9 @@ class Mailbox:
         self.recipients.append(list(envelope.rcpt_tos))
         return "250 OK"
 
-    def authenticate(self, server, session, envelope, mechanism, auth_data) -> AuthResult:
+    def authenticate(self, server, session, envelope, mechanism, auth_data) -> Any:
+        from aiosmtpd.smtp import AuthResult, LoginPassword
+
         assert isinstance(auth_data, LoginPassword)
         login, password = auth_data.login.decode(), auth_data.password.decode()
         self.logins.append((login, password))
@@ -65,7 +64,8 @@ class Mailbox:
 
 
 def _start_smtp(mailbox: Mailbox, **kwargs: Any):
-    controller = aiosmtpd_controller.Controller(mailbox, hostname="127.0.0.1", port=mailbox.port, **kwargs)
+    controller_module = pytest.importorskip("aiosmtpd.controller", reason="aiosmtpd provides the SMTP receiver")
+    controller = controller_module.Controller(mailbox, hostname="127.0.0.1", port=mailbox.port, **kwargs)
     controller.start()
     return controller
 
@@ -229,6 +229,10 @@ def test_smtp_receiver_down_is_a_failed_delivery_with_bounded_retries(failing_al
     (delivery,) = deliver(failing_alert, [receiver], sleep=waits.append)
     assert not delivery.ok and delivery.attempts == 3 and waits == [0.5, 1.0]
     assert "refused" in delivery.error.lower()
+    no_ca = EmailReceiver(host="127.0.0.1", port=free_port(), sender="a@example.com", to=("b@example.com",),
+                          ca_file="/nonexistent/ca.pem", retries=2)  # fmt: skip
+    (bad_ca,) = deliver(failing_alert, [no_ca], sleep=waits.append)
+    assert not bad_ca.ok and bad_ca.attempts == 1 and "cannot load ca_file /nonexistent/ca.pem" in bad_ca.error
 
 
 def test_webhook_gets_slack_text_and_structured_body(webhook, failing_alert):
