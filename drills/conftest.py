@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,8 +53,8 @@ def seeded_cluster(
 ) -> Callable[..., Cluster]:
     """Factory: a started cluster holding the seeded data, configured like Cluster.init (archiving, streaming)."""
 
-    def factory(name: str = "primary", **config) -> Cluster:
-        cluster = make_cluster(name)
+    def factory(name: str = "primary", *, env: dict[str, str] | None = None, **config) -> Cluster:
+        cluster = make_cluster(name, env=env or {})
         cluster.init_from_template(seeded_template.data_dir, **config)
         cluster.start()
         drill.notes["seed"] = seeded_template.rows
@@ -63,23 +64,50 @@ def seeded_cluster(
 
 
 @pytest.fixture
-def method(request: pytest.FixtureRequest, make_cluster: Callable[..., Cluster], pg_bin: PgBin, drill: Drill,
-           tmp_path: Path) -> Iterator[Method]:  # fmt: skip
-    """The backup method named by the test's indirect `method` parameter, skipped with its reason where it cannot run."""
-    name = request.param
-    reason = method_unavailable(name, pg_bin)
-    if reason:
-        pytest.skip(reason)
-    instance = METHODS[name](pg=pg_bin, make_cluster=make_cluster, repo_dir=tmp_path / "repo", phase=drill.phase)
+def make_method(make_cluster: Callable[..., Cluster], pg_bin: PgBin, drill: Drill, tmp_path: Path,
+                request: pytest.FixtureRequest) -> Iterator[Callable[..., Method]]:  # fmt: skip
+    """Factory of backup methods by name; `where` is "file" (a local repository) or an S3 region of the s3 fixture."""
+    made: list[Method] = []
+
+    def factory(name: str, *, where: str = "file", endpoint: str | None = None, prefix: str | None = None) -> Method:
+        reason = method_unavailable(name, pg_bin)
+        if reason:
+            pytest.skip(reason)
+        repo_url, env = None, {}
+        if where != "file":
+            s3 = request.getfixturevalue("s3")
+            prefix = prefix or f"drills/{uuid.uuid4().hex[:10]}"
+            repo_url, env = (
+                s3.repo_url(where, prefix),
+                s3.env(where) | ({"AWS_ENDPOINT_URL": endpoint} if endpoint else {}),
+            )
+        work = tmp_path / f"method-{len(made) + 1}"
+        made.append(METHODS[name](pg=pg_bin, make_cluster=make_cluster, repo_dir=work, phase=drill.phase,
+                                  repo_url=repo_url, env=env))  # fmt: skip
+        return made[-1]
+
+    yield factory
+    for m in made:
+        m.close()
+
+
+@pytest.fixture
+def method(request: pytest.FixtureRequest, make_method: Callable[..., Method], drill: Drill) -> Method:
+    """The method named by the test's indirect `method` parameter ("full", or "full@s3" for the primary S3 region)."""
+    name, _, where = request.param.partition("@")
+    if where == "s3":
+        where = request.getfixturevalue("s3").primary_region
+    instance = make_method(name, where=where or "file")
     drill.use(instance)
-    yield instance
-    instance.close()
+    if where != "file" and where:
+        drill.method = request.param
+    return instance
 
 
 @pytest.fixture
 def protected_primary(seeded_cluster: Callable[..., Cluster], method: Method, drill: Drill) -> Cluster:
     """A seeded primary configured for the method, the ticker committing, and the method's backups taken."""
-    primary = seeded_cluster("primary", **method.primary_config())
+    primary = seeded_cluster("primary", env=method.env, **method.primary_config())
     method.attach(primary)
     drill.start_ticker(primary)
     method.protect(primary)
