@@ -69,17 +69,18 @@ def make_method(make_cluster: Callable[..., Cluster], pg_bin: PgBin, drill: Dril
     """Factory of backup methods by name; `where` is "file" (a local repository) or an S3 region of the s3 fixture."""
     made: list[Method] = []
 
-    def factory(name: str, *, where: str = "file", endpoint: str | None = None, prefix: str | None = None) -> Method:
+    def factory(name: str, *, where: str = "file", endpoint: str | None = None, prefix: str | None = None,
+                repo_url: str | None = None, env: dict[str, str] | None = None) -> Method:  # fmt: skip
         reason = method_unavailable(name, pg_bin)
         if reason:
             pytest.skip(reason)
-        repo_url, env = None, {}
+        env = dict(env or {})
         if where != "file":
             s3 = request.getfixturevalue("s3")
             prefix = prefix or f"drills/{uuid.uuid4().hex[:10]}"
             repo_url, env = (
                 s3.repo_url(where, prefix),
-                s3.env(where) | ({"AWS_ENDPOINT_URL": endpoint} if endpoint else {}),
+                env | s3.env(where) | ({"AWS_ENDPOINT_URL": endpoint} if endpoint else {}),
             )
         work = tmp_path / f"method-{len(made) + 1}"
         made.append(METHODS[name](pg=pg_bin, make_cluster=make_cluster, repo_dir=work, phase=drill.phase,
