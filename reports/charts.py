@@ -77,27 +77,30 @@ def phase_timeline_svg(phases: Sequence[dict[str, Any]], *, rto: float | None, t
         return _svg(fig)
 
 
+def _missed(value: float, target: float | None) -> bool:
+    return target is not None and value > target
+
+
 def _trend_axis(ax: Any, runs: Sequence[dict[str, Any]], key: str, target: float | None, title: str) -> None:
     xs = list(range(1, len(runs) + 1))
     values = [r.get(key) for r in runs]
     measured = [(x, v, r) for x, v, r in zip(xs, values, runs, strict=True) if v is not None]
     if measured:
         ax.plot([m[0] for m in measured], [m[1] for m in measured], color=OTHER, linewidth=1, zorder=1)
-    for verdict, colour, marker in (("pass", PASS, "o"), ("fail", FAIL, "X"), ("error", FAIL, "X")):
-        pts = [(x, v) for x, v, r in measured if r.get("verdict") == verdict]
+    for outcome, colour, marker in (("met", PASS, "o"), ("missed", FAIL, "X")):
+        pts = [(x, v) for x, v, r in measured if _missed(v, r.get(f"target_{key}")) == (outcome == "missed")]
         if pts:
             dots = ax.scatter([p[0] for p in pts], [p[1] for p in pts], color=colour, marker=marker, s=36, zorder=2,
-                              label=verdict)  # fmt: skip
-            dots.set_gid(f"{key}-{verdict}")  # the SVG group's id, so tests can count the points
+                              label=f"target {outcome}")  # fmt: skip
+            dots.set_gid(f"{key}-{outcome}")  # the SVG group's id, so tests can count the points
     top = max((v for _, v, _ in measured), default=1.0) or 1.0
     if target is not None and target <= top * 2:
         ax.axhline(target, color=TARGET, linestyle="--", linewidth=1.2)
-        ax.annotate(f"target {format_seconds(target)}", (xs[0] if xs else 1, target), xytext=(0, 3),
-                    textcoords="offset points", color=TARGET, fontsize=8)  # fmt: skip
         top = max(top, target)
-    elif target is not None:
-        ax.text(0.99, 0.97, f"target {format_seconds(target)} (far above)", transform=ax.transAxes, ha="right",
-                va="top", color=TARGET, fontsize=8)  # fmt: skip
+        label = f"- - target {format_seconds(target)}"
+    else:
+        label = f"target {format_seconds(target)} (far above)" if target is not None else ""
+    ax.text(0.99, 0.98, label, transform=ax.transAxes, ha="right", va="top", color=TARGET, fontsize=8)
     ax.set_ylim(0, top * 1.25)
     ax.set_xlim(0.5, max(len(runs), 1) + 0.5)
     if len(runs) <= 8 and all(r.get("finished_at") for r in runs):
@@ -111,7 +114,7 @@ def _trend_axis(ax: Any, runs: Sequence[dict[str, Any]], key: str, target: float
 
 
 def trend_svg(runs: Sequence[dict[str, Any]], *, label: str) -> str:
-    """RTO and RPO of one scenario/method over its last runs (oldest first), pass/fail markers and targets."""
+    """RTO and RPO of one scenario/method over its last runs (oldest first); red X where a figure missed its target."""
     with matplotlib.rc_context(_RC):
         fig = Figure(figsize=(8.5, 2.3))
         rto_ax, rpo_ax = fig.subplots(1, 2)

@@ -63,6 +63,15 @@ def row_cells(record: dict[str, Any] | None) -> list[str]:
     ]
 
 
+def case_label(record: dict[str, Any]) -> str:
+    """The case id of a parametrized drill, else its test function's name without 'test_'."""
+    case = record.get("case")
+    if case and case != record.get("method"):
+        return case
+    name = record["test"].rsplit("::", 1)[-1].split("[", 1)[0].removeprefix("test_")
+    return f"{name}[{case}]" if case else name
+
+
 def summary_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per scenario × method, in first-run order: worst verdict and figures, every case's reason."""
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -71,7 +80,7 @@ def summary_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for group in groups.values():
         row = worst(group)
-        row["cases"] = [r["case"] for r in group if r.get("case") and r["case"] != row["method"]]
+        row["cases"] = [case_label(r) for r in group]
         reasons = [(r.get("case"), why(r)) for r in group if why(r)]
         multi = len(group) > 1
         row["why"] = " | ".join(f"[{case}] {text}" if multi and case else text for case, text in reasons)

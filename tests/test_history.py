@@ -95,18 +95,20 @@ def test_series_has_one_point_per_run_worst_case_and_keeps_the_last_n():
 
 
 def test_history_section_draws_one_chart_per_scenario_with_every_point_and_the_pass_rate():
-    records = [
-        result("corruption", v, days_ago=d, rto_seconds=60.0 + d) for d, v in ((3, "pass"), (2, "fail"), (1, "pass"))
-    ]
+    runs = ((3, "pass", 60.0), (2, "fail", 950.0), (1, "pass", 70.0))
+    records = [result("corruption", v, days_ago=d, rto_seconds=rto) for d, v, rto in runs]
     html = render_history(records, last=20, stale_after=timedelta(days=30), scenarios=["corruption", "restore-test"],
                           source="history.jsonl", now=NOW, bad_lines=[7])  # fmt: skip
     figure = re.search(r'<figure class="pgdrill-trend" data-scenario="corruption" data-method="pitr" data-points="3">'
                        r"(.*?)</figure>", html, re.S).group(1)  # fmt: skip
-    for key in ("rto_seconds", "rpo_seconds"):
-        passes = re.search(rf'<g id="{key}-pass">(.*?)</g>\s*</g>', figure, re.S).group(1)
-        fails = re.search(rf'<g id="{key}-fail">(.*?)</g>\s*</g>', figure, re.S).group(1)
-        assert (passes.count("<use "), fails.count("<use ")) == (2, 1)
-    assert "RTO — corruption / pitr" in figure and "target 15 min 00 s" in figure  # real text, not paths
+
+    def points(gid: str) -> int:
+        group = re.search(rf'<g id="{gid}">(.*?)</g>\s*</g>', figure, re.S)
+        return group.group(1).count("<use ") if group else 0
+
+    assert (points("rto_seconds-met"), points("rto_seconds-missed")) == (2, 1)  # red where the RTO missed its target
+    assert (points("rpo_seconds-met"), points("rpo_seconds-missed")) == (3, 0)
+    assert "RTO — corruption / pitr" in figure and "- - target 15 min 00 s" in figure  # real text, not paths
     assert "2 of 3 (66%)" in html
     assert "restore-test: no passing drill on record" in html
     assert "1 unreadable line(s)" in html
@@ -118,6 +120,6 @@ def test_trend_chart_has_exactly_the_points_given(points):
 
     runs = [result("restore-test", "pass", days_ago=i, rto_seconds=float(i + 1)) for i in range(points)]
     svg = trend_svg(runs, label="restore-test / full")
-    group = re.search(r'<g id="rto_seconds-pass">(.*?)</g>\s*</g>', svg, re.S).group(1)
+    group = re.search(r'<g id="rto_seconds-met">(.*?)</g>\s*</g>', svg, re.S).group(1)
     assert group.count("<use ") == points
     assert svg.startswith("<svg") and "<?xml" not in svg

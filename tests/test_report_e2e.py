@@ -163,12 +163,12 @@ def test_three_runs_give_three_points_per_scenario(three_runs, last_run):
     }
     assert [round(p["rto_seconds"]) for p in points[("accidental-deletion", "pitr")]] == [70, 80, 90]
     html = (last_run / "report.html").read_text()
-    for scenario, method, verdict in (("accidental-deletion", "pitr", "pass"), ("corruption", "amcheck", "fail")):
+    for scenario, method, rto in (("accidental-deletion", "pitr", "met"), ("corruption", "amcheck", "missed")):
         figure = re.search(rf'<figure class="pgdrill-trend" data-scenario="{scenario}" data-method="{method}" '
                            r'data-points="3">(.*?)</figure>', html, re.S)  # fmt: skip
         assert figure, f"no trend chart with 3 points for {scenario}/{method}"
-        for key in ("rto_seconds", "rpo_seconds"):
-            group = re.search(rf'<g id="{key}-{verdict}">(.*?)</g>\s*</g>', figure.group(1), re.S)
+        for key, outcome in (("rto_seconds", rto), ("rpo_seconds", "met")):  # red X where a figure missed its target
+            group = re.search(rf'<g id="{key}-{outcome}">(.*?)</g>\s*</g>', figure.group(1), re.S)
             assert group and group.group(1).count("<use ") == 3, f"{scenario} {key}: not 3 points"
 
 
@@ -215,7 +215,7 @@ def test_results_record_backups_commands_and_logs_with_secrets_redacted(last_run
         "id": "full-1", "kind": "full", "size_bytes": 123456789, "sha256": "ab" * 32, "age_seconds": 0,
         "created_at": deletion["backups"][0]["created_at"]}  # fmt: skip
     assert deletion["backups"][0]["age_seconds"] == pytest.approx(3 * 3600, abs=1)
-    assert deletion["commands"][0] == "pg_basebackup -d postgresql://app:***@db/app -D /backup"
+    assert deletion["commands"][0] == "pg_basebackup -d 'postgresql://app:***@db/app' -D /backup"
     assert deletion["server_logs"] == ["logs/test_fake_drills.py_test_deletion_drop-table_/restored.log"]
     assert [p["name"] for p in deletion["phases"]] == ["detect", "fetch", "WAL replay + start", "verify"]
     assert deletion["phases"][2]["start_seconds"] == pytest.approx(0.3 * 90, abs=0.5)
