@@ -20,6 +20,16 @@ from fixtures.seed import seed_database
 log = logging.getLogger("pgdrill")
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Leave `slow` drills (large scales) out of the default run: select them with -m slow."""
+    if "slow" in (config.getoption("markexpr") or ""):
+        return
+    slow = [item for item in items if item.get_closest_marker("slow")]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if not item.get_closest_marker("slow")]
+
+
 @dataclass(frozen=True)
 class Template:
     """A stopped data directory holding the seeded application data, and what was loaded into it."""

@@ -3,6 +3,7 @@
 import pytest
 
 from fixtures.faults import wipe_cluster
+from fixtures.seed import seed_database
 
 OFFSITE = ["full@s3", "incremental@s3", "sync-streaming@s3", "logical@s3"]
 
@@ -26,4 +27,29 @@ def test_rebuild_from_the_offsite_repository(protected_primary, method, drill):
     drill.notes["newest_wal_in_repository"] = max(
         (k.rsplit("/", 1)[-1] for k in method.repo.list("wal/")), default=None
     )
+    drill.finish(rebuilt)
+
+
+@pytest.mark.slow
+@pytest.mark.drill("complete-loss", method="full@s3-scale-10")
+@pytest.mark.parametrize("method", ["full@s3"], indirect=True)
+def test_rebuild_at_ten_times_the_default_scale(make_cluster, method, drill, seed):
+    # Given a primary seeded at 10x the default scale (about 1M rows), backed up to the off-site bucket
+    primary = make_cluster("primary", env=method.env)
+    primary.init(**method.primary_config())
+    primary.start()
+    with primary.connect() as conn:
+        drill.notes["seed"] = seed_database(conn, scale=10.0, seed=seed).rows
+    drill.start_ticker(primary)
+    method.protect(primary)
+    truth = drill.snapshot(primary)
+
+    # When the server and its data directory are destroyed
+    drill.mark_failure()
+    wipe_cluster(primary)
+    drill.ticker.stop()
+
+    # Then a new cluster is built from the off-site repository alone, within the target at this size
+    rebuilt = method.restore("rebuilt")
+    drill.verify(rebuilt, expected=truth)
     drill.finish(rebuilt)
