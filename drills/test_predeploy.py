@@ -40,9 +40,9 @@ def test_roll_back_a_bad_migration_to_the_restore_point(protected_primary, metho
 
 @pytest.mark.predeploy
 @pytest.mark.drill("predeploy-rollback", method="gate")
-def test_deploy_gate_backup_restores(pytestconfig, seeded_cluster, make_cluster, make_method, drill):
+def test_deploy_gate_backup_restores(request, make_method, drill):
     # Given the database to deploy to: --dsn (only read), or else a seeded stand-in the suite starts itself
-    dsn = pytestconfig.getoption("dsn") or seeded_cluster("production").dsn
+    dsn = request.config.getoption("dsn") or request.getfixturevalue("seeded_cluster")("production").dsn
     gate = make_method("logical")
     drill.use(gate)
     drill.method = "gate"
