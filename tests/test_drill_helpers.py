@@ -1,0 +1,58 @@
+"""Unit tests of the drill helpers that need no server: sizes, RTO projection, restore options, zero-loss targets."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from backup_tools.pitr import RecoveryTarget
+from fixtures.drill import Drill, parse_size, project_rto
+from fixtures.measure import Phase, RpoMeasurement
+from fixtures.methods import target_args
+from fixtures.targets import Target
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(("text", "expected"), [("2048", 2048), ("10MB", 10 << 20), ("1.5 TiB", int(1.5 * (1 << 40))),
+                                                ("500gb", 500 << 30)])  # fmt: skip
+def test_parse_size(text, expected):
+    assert parse_size(text) == expected
+
+
+def test_parse_size_rejects_nonsense():
+    with pytest.raises(pytest.UsageError, match="production-size"):
+        parse_size("lots")
+
+
+def test_projection_scales_only_size_bound_phases():
+    phases = [Phase("copy", T0, T0 + timedelta(seconds=2)), Phase("replay", T0, T0 + timedelta(seconds=3))]
+    out = project_rto(phases, {"copy": 100 << 20}, 1 << 30)  # 100 MiB in 2 s -> 1 GiB in 20.48 s; replay stays 3 s
+    assert out["projected_rto_seconds"] == pytest.approx(23.5, abs=0.1)
+    assert out["throughput_bytes_per_second"] == {"copy": (100 << 20) // 2}
+
+
+@pytest.mark.parametrize(("target", "args"), [
+    (None, []),
+    (RecoveryTarget(xid="77", inclusive=False), ["--target-xid", "77", "--exclusive"]),
+    (RecoveryTarget(name="before-migration"), ["--target-name", "before-migration"]),
+    (RecoveryTarget(immediate=True), ["--target-immediate"]),
+])  # fmt: skip
+def test_target_args(target, args):
+    assert target_args(target) == args
+
+
+def _drill(rpo: str, lost: int) -> Drill:
+    target = Target("x", timedelta(minutes=5), timedelta(seconds=float(rpo)))
+    d = Drill("x", "m", target)
+    d.rto_seconds = 1.0
+    d.rpo = RpoMeasurement(0.3, 5, 10, lost, tuple(range(lost)), 0, 0)
+    return d
+
+
+def test_rpo_target_zero_means_no_acknowledged_commit_lost():
+    assert _drill("0", 0).violations() == []
+    assert _drill("0", 2).violations() == ["2 acknowledged commits lost (target: at most 0)"]
+
+
+def test_rpo_target_in_seconds_is_compared_as_time():
+    assert _drill("0.1", 0).violations()[0].startswith("measured RPO")
