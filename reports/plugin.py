@@ -16,6 +16,7 @@ import pytest
 
 from backup_tools.drill_history import History, append_history, history_line, parse_history
 from backup_tools.errors import BackupToolsError
+from backup_tools.runner import redact
 from fixtures.drill import drill_key, targets_key
 from reports import evidence
 from reports.controls import SCENARIOS, render_compliance
@@ -176,6 +177,7 @@ def _figures(item: pytest.Item) -> dict[str, Any] | None:
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[pytest.TestReport]:
     """Record a drill's result (call, or a failed/skipped setup), keep its logs, add its details and JUnit properties."""
     report = yield
+    report.sections = [(title, redact(text)) for title, text in report.sections]  # captured logs go into HTML and XML
     wanted = report.when == "call" or (report.when == "setup" and not report.passed)
     figures = _figures(item) if wanted else None
     if figures is None:

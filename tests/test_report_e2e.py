@@ -42,6 +42,7 @@ corruption = { rto = "1min", rpo = "2min" }
 
 # Fake drills: figures come from the clock arithmetic, not from servers; PGDRILL_FAKE_RUN varies them per run.
 DRILLS = f"""
+import logging
 import os
 from datetime import UTC, datetime, timedelta
 
@@ -51,6 +52,7 @@ from fixtures.drill import Check, FailurePoint
 from fixtures.measure import RpoMeasurement
 
 RUN = int(os.environ["PGDRILL_FAKE_RUN"])
+log = logging.getLogger("pgdrill")
 
 
 def fake(drill, tmp_path, *, rto, rpo):
@@ -77,7 +79,9 @@ def fake(drill, tmp_path, *, rto, rpo):
 
 @pytest.mark.drill("accidental-deletion", method="pitr")
 @pytest.mark.parametrize("case", ["drop-table", "delete-rows"])
-def test_deletion(drill, tmp_path, case):
+def test_deletion(drill, tmp_path, case, evidence_dir):
+    (evidence_dir / "backup_manifest").write_text("{{}}\\n")
+    log.warning("### Connecting with password={SECRET}")
     fake(drill, tmp_path, rto=60 + 10 * RUN, rpo=0.5 * RUN)
 
 
@@ -221,6 +225,7 @@ def test_results_record_backups_commands_and_logs_with_secrets_redacted(last_run
     assert deletion["phases"][2]["start_seconds"] == pytest.approx(0.3 * 90, abs=0.5)
     corruption = next(d for d in doc["drills"] if d["scenario"] == "corruption")
     assert any("ERROR:  connection for user app password=***" in line for line in corruption["server_log_tail"])
+    assert "### Connecting with password=***" in (last_run / "report.html").read_text()  # captured log, redacted
     for path in last_run.rglob("*"):
         if path.is_file() and path.suffix != ".gz":
             assert SECRET not in path.read_text(errors="replace"), f"secret leaked into {path}"
@@ -244,6 +249,7 @@ def test_signed_bundle_verifies_and_one_changed_byte_is_named(three_runs, last_r
     listed = {f["path"] for f in manifest["files"]}
     assert {"report.html", "drill-results.json", "junit.xml", "history-excerpt.jsonl"} <= listed
     assert any(p.startswith("logs/") and p.endswith("/restored.log") for p in listed)
+    assert "artifacts/test_fake_drills.py_test_deletion_drop-table_/backup_manifest" in listed
     capsys.readouterr()
     log = next(p for p in listed if p.startswith("logs/"))
     data = bytearray((last_run / log).read_bytes())
