@@ -7,6 +7,8 @@ pg_basebackup into staging; pg_verifybackup; objects stored (checksummed); catal
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import shutil
 import tempfile
@@ -27,12 +29,13 @@ from backup_tools.basebackup import (
     server_state,
     verify_dir,
 )
-from backup_tools.catalog import BackupRecord, FileEntry, Kind, new_backup_id
+from backup_tools.catalog import CATALOG_NAME, BackupRecord, FileEntry, Kind, new_backup_id
 from backup_tools.compress import SUFFIXES, check_codec
 from backup_tools.errors import BackupNotFound, BackupToolsError, UsageError, VersionMismatch
 from backup_tools.objstore import Sealing, copy_to_file, new_sealing, open_object, open_sealing, store_object
 from backup_tools.pgbin import PgBin
-from backup_tools.repository import BACKUPS, FileRepository, Repository
+from backup_tools.repository import BACKUPS, CHUNK, FileRepository, Repository
+from backup_tools.tailread import Background, GrowingFile
 from backup_tools.wal import IDENTITY_KEY
 
 PHYSICAL = ("full", "incremental")
@@ -98,6 +101,7 @@ def physical_backup(
         check_incremental(state)
     with repo.lock():
         check_identity(repo, system_identifier=state.system_identifier, major=state.major)
+        _clear_stale_staging(repo, log)
         parent = latest_physical(repo) if kind == "incremental" else None
         sealing = new_sealing(key_file)
         record = BackupRecord(
@@ -118,6 +122,7 @@ def physical_backup(
         except BaseException as e:
             failed = record.with_changes(status="FAILED", stop_time=datetime.now(UTC))
             failed.options["error"] = str(e)[:500]
+            _remove_objects(repo, record.id)
             repo.write_catalog(failed)
             if isinstance(e, BackupToolsError):
                 raise type(e)(f"backup {record.id} FAILED: {e}") from e
@@ -130,6 +135,25 @@ def physical_backup(
         f"### Backup {record.id} DONE: {record.size} bytes stored, {record.start_lsn}..{record.stop_lsn}, {seconds:.1f} s"
     )
     return BackupResult(record, seconds)
+
+
+def _remove_objects(repo: Repository, backup_id: str) -> None:
+    """Delete what a failed backup stored (base.tar is stored while pg_basebackup runs); keep its catalog."""
+    try:
+        for key in repo.list(f"{BACKUPS}/{backup_id}/"):
+            if not key.endswith("/" + CATALOG_NAME):
+                repo.delete(key)
+    except BackupToolsError:
+        pass  # the FAILED catalog still marks them as not restorable; prune removes them
+
+
+def _clear_stale_staging(repo: Repository, log: Log) -> None:
+    """Remove staging/<id> directories left by killed backups (safe: the repository lock is held)."""
+    if not isinstance(repo, FileRepository) or not (repo.root / "staging").is_dir():
+        return
+    for stale in (repo.root / "staging").iterdir():
+        log(f"### Removing {stale}, left by a backup that was killed")
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 def _staging(repo: Repository, backup_id: str, staging_dir: Path | None) -> Path:
@@ -154,8 +178,17 @@ def _take(record: BackupRecord, *, dsn: str, repo: Repository, pg: PgBin, state:
     data = staging / "data"
     linking = isinstance(repo, FileRepository) and codec == "none" and sealing is None
     log(f"### Running pg_basebackup ({fmt} format) into {data}")
-    run_basebackup(dsn=dsn, pg=pg, dest=data, fmt=fmt, server_version_num=state.version_num,
-                   incremental_manifest=parent_manifest, label=record.id, sync=linking)  # fmt: skip
+    writer = Background(run_basebackup, dsn=dsn, pg=pg, dest=data, fmt=fmt, server_version_num=state.version_num,
+                        incremental_manifest=parent_manifest, label=record.id, sync=linking)  # fmt: skip
+    early: dict[str, FileEntry | str] = {}
+    if fmt == "tar":  # base.tar is hashed (linking) or stored while pg_basebackup still writes it
+        try:
+            early["base.tar"] = _while_written(repo, record.id, data / "base.tar", writer, codec=codec,
+                                               sealing=sealing, linking=linking)  # fmt: skip
+        except BaseException as e:
+            writer.result()  # pg_basebackup's own error explains more, if it failed
+            raise e
+    writer.result()
     stop_time = datetime.now(UTC)
     facts = after_backup_facts(dsn)
     log("### Verifying the staged backup with pg_verifybackup")
@@ -170,12 +203,16 @@ def _take(record: BackupRecord, *, dsn: str, repo: Repository, pg: PgBin, state:
     else:
         sources.append(("base.tar", _TarPipe(data)))
     for name, src in sources:
+        if isinstance(done := early.get(name), FileEntry):
+            files.append(done)
+            continue
         object_codec = "none" if name == MANIFEST else codec
         object_name = name + SUFFIXES[object_codec]
         key = f"{BACKUPS}/{record.id}/{object_name}"
         log(f"### Storing {key}")
         try:
-            stored = store_object(repo, key, src, codec=object_codec, sealing=sealing, scope=record.id)  # type: ignore[arg-type]
+            stored = store_object(repo, key, src, codec=object_codec, sealing=sealing, scope=record.id,  # type: ignore[arg-type]
+                                  sha256=done)  # fmt: skip
         finally:
             if isinstance(src, _TarPipe):
                 src.close()
@@ -186,6 +223,21 @@ def _take(record: BackupRecord, *, dsn: str, repo: Repository, pg: PgBin, state:
         status="DONE", stop_time=stop_time, start_lsn=manifest.start_lsn, stop_lsn=manifest.stop_lsn,
         timeline=manifest.timeline, files=tuple(files), options=options,
     )  # fmt: skip
+
+
+def _while_written(repo: Repository, backup_id: str, path: Path, writer: Background, *, codec: str,
+                   sealing: Sealing | None, linking: bool) -> FileEntry | str:  # fmt: skip
+    """Follow a tar pg_basebackup is writing: return its sha256 (to hard-link it later) or the stored object."""
+    with GrowingFile(path, writer) as growing:
+        if linking:
+            digest = hashlib.sha256()
+            while chunk := growing.read(CHUNK):
+                digest.update(chunk)
+            return digest.hexdigest()
+        name = path.name + SUFFIXES[codec]
+        stored = store_object(repo, f"{BACKUPS}/{backup_id}/{name}", io.BufferedReader(growing, CHUNK), codec=codec,
+                              sealing=sealing, scope=backup_id)  # type: ignore[arg-type]  # fmt: skip
+    return FileEntry(name, stored.size, stored.sha256, codec, stored.plain_size, stored.plain_sha256)
 
 
 def _open_entry(repo: Repository, record: BackupRecord, entry: FileEntry, sealing: Sealing | None):

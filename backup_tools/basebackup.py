@@ -4,11 +4,14 @@ Staging: pg_basebackup writes into a staging directory (inside a file:// reposit
 hard-linked into place without a second copy; elsewhere a temp directory), pg_verifybackup checks it
 there, and backup.py stores each object through objstore.store_object. Tar format stores pg_basebackup's
 base.tar and pg_wal.tar; plain format is verified as a directory and stored as one base.tar streamed
-from it. Restores stream each object (verified, decrypted, decompressed) straight into tarfile.
+from it. Restores stream each object (verified, decrypted, decompressed) into the native tar, two at a time.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import functools
 import json
 import os
 import shutil
@@ -17,6 +20,7 @@ import tarfile
 import tempfile
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
@@ -28,12 +32,13 @@ from backup_tools.connection import connect, libpq_env
 from backup_tools.errors import IntegrityError, ToolFailed, UsageError, VersionMismatch
 from backup_tools.objstore import Sealing, drain, open_object
 from backup_tools.pgbin import PgBin
-from backup_tools.repository import BACKUPS, CHUNK, Repository
+from backup_tools.repository import BACKUPS, CHUNK, FileRepository, Repository
 from backup_tools.runner import check_tool_version, run
 
 Format = Literal["tar", "plain"]
 MANIFEST = "backup_manifest"
 INCREMENTAL_MIN_MAJOR = 17
+F_SETPIPE_SZ = 1031  # Linux fcntl
 Log = Callable[[str], Any]
 
 
@@ -199,23 +204,40 @@ class _TarPipe:
         self._thread.join(timeout=5)
 
 
-def untar(stream: BinaryIO, target: Path) -> None:
-    """Unpack a tar stream into target: with the native tar program when present (faster), else tarfile."""
+@functools.cache
+def _tar_program() -> list[str] | None:
+    """The native tar command line for extraction (GNU tar: 1 MiB records, short pipe reads re-read)."""
     program = shutil.which("tar")
     if program is None:
+        return None
+    version = subprocess.run([program, "--version"], capture_output=True, text=True, check=False).stdout
+    return [program, "-B", "-b", "2048"] if "GNU tar" in version else [program]
+
+
+def untar(stream: BinaryIO, target: Path, *, path: Path | None = None) -> None:
+    """Unpack a tar stream into target: with the native tar program when present (faster), else tarfile.
+
+    With path (the same bytes as a local file), tar reads the file itself while the stream is drained beside
+    it, so its checksums are still verified; any mismatch raises after tar finished (the caller discards target).
+    """
+    command = _tar_program()
+    if command is None:
         with tarfile.open(fileobj=stream, mode="r|", bufsize=CHUNK) as tar:
             tar.extractall(target, filter="tar")
         drain(stream)
         return
+    source = os.fspath(path) if path is not None else "-"
     with tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen([program, "-x", "-f", "-", "-C", os.fspath(target)], stdin=subprocess.PIPE, stderr=err)
-        assert proc.stdin is not None
+        proc = subprocess.Popen([*command, "-x", "-f", source, "-C", os.fspath(target)],
+                                stdin=subprocess.PIPE if path is None else subprocess.DEVNULL, stderr=err)  # fmt: skip
         try:
-            while chunk := stream.read(CHUNK):  # checksums are verified as the stream reaches its end
-                proc.stdin.write(chunk)
-            proc.stdin.close()
-        except BrokenPipeError:
-            pass  # tar stopped reading: its exit status and stderr say why
+            if path is not None:
+                drain(stream)
+            else:
+                assert proc.stdin is not None
+                with contextlib.suppress(OSError):
+                    fcntl.fcntl(proc.stdin.fileno(), F_SETPIPE_SZ, CHUNK)  # fewer, larger pipe transfers
+                _feed(stream, proc.stdin)
         except BaseException:
             proc.kill()
             proc.wait()
@@ -227,37 +249,56 @@ def untar(stream: BinaryIO, target: Path) -> None:
             )
 
 
+def _feed(stream: BinaryIO, pipe: BinaryIO) -> None:
+    try:
+        while chunk := stream.read(CHUNK):  # checksums are verified as the stream reaches its end
+            pipe.write(chunk)
+        pipe.close()
+    except BrokenPipeError:
+        pass  # tar stopped reading: its exit status and stderr say why
+
+
 def extract_backup(
     repo: Repository, record: BackupRecord, dest: Path, *, sealing: Sealing | None, log: Log = print
 ) -> int:
-    """Fetch a backup's objects (checksums verified) and unpack them into dest; return the bytes unpacked."""
-    total = 0
-    for entry in record.files:
-        key = f"{BACKUPS}/{record.id}/{entry.name}"
-        stream = open_object(
-            repo, key, codec=entry.codec, sealing=sealing, scope=record.id, size=entry.size, sha256=entry.sha256,
-            plain_size=entry.plain_size, plain_sha256=entry.plain_sha256,
-        )  # fmt: skip
-        base = entry.name.removesuffix(".zst").removesuffix(".gz")
-        log(f"### Fetching {key} ({entry.size} bytes)")
-        try:
-            with stream:
-                if base == MANIFEST:
-                    (dest / MANIFEST).write_bytes(stream.read())
-                elif base.endswith(".tar"):
-                    target = dest / "pg_wal" if base == "pg_wal.tar" else dest
-                    target.mkdir(mode=0o700, exist_ok=True)
-                    untar(stream, target)
-                else:
-                    raise UsageError(
-                        f"{key}: cannot restore {entry.name} (tablespaces are not supported yet); "
-                        "restore it by hand with tar"
-                    )
-        except (tarfile.TarError, EOFError, OSError) as e:
-            if isinstance(e, OSError) and not isinstance(e, EOFError) and e.errno is not None:
-                raise
-            raise IntegrityError(
-                f"{key} in {repo.url} is damaged ({e}): truncated or corrupted; restore another backup"
-            ) from e
-        total += entry.plain_size or entry.size
-    return total
+    """Fetch a backup's objects (checksums verified) and unpack them into dest, two at a time; return the bytes."""
+    (dest / "pg_wal").mkdir(mode=0o700, exist_ok=True)
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="extract") as pool:
+        jobs = [
+            pool.submit(_extract_one, repo, record, entry, dest, sealing=sealing, log=log) for entry in record.files
+        ]
+        return sum(job.result() for job in jobs)
+
+
+def _extract_one(
+    repo: Repository, record: BackupRecord, entry: Any, dest: Path, *, sealing: Sealing | None, log: Log
+) -> int:
+    key = f"{BACKUPS}/{record.id}/{entry.name}"
+    stream = open_object(
+        repo, key, codec=entry.codec, sealing=sealing, scope=record.id, size=entry.size, sha256=entry.sha256,
+        plain_size=entry.plain_size, plain_sha256=entry.plain_sha256,
+    )  # fmt: skip
+    base = entry.name.removesuffix(".zst").removesuffix(".gz")
+    # a plain object in a local repository: tar reads the file, the stream beside it only checks the sha256
+    local = repo._path(key) if isinstance(repo, FileRepository) and entry.codec == "none" and not sealing else None
+    log(f"### Fetching {key} ({entry.size} bytes)")
+    try:
+        with stream:
+            if base == MANIFEST:
+                (dest / MANIFEST).write_bytes(stream.read())
+            elif base.endswith(".tar"):
+                target = dest / "pg_wal" if base == "pg_wal.tar" else dest
+                target.mkdir(mode=0o700, exist_ok=True)
+                untar(stream, target, path=local)
+            else:
+                raise UsageError(
+                    f"{key}: cannot restore {entry.name} (tablespaces are not supported yet); "
+                    "restore it by hand with tar"
+                )
+    except (tarfile.TarError, EOFError, OSError) as e:
+        if isinstance(e, OSError) and not isinstance(e, EOFError) and e.errno is not None:
+            raise
+        raise IntegrityError(
+            f"{key} in {repo.url} is damaged ({e}): truncated or corrupted; restore another backup"
+        ) from e
+    return entry.plain_size or entry.size

@@ -111,14 +111,18 @@ def store_object(
     sealing: Sealing | None = None,
     scope: str,
     envelope: dict[str, Any] | None = None,
+    sha256: str | None = None,
 ) -> StoredObject:
-    """Store a file or stream under key (never overwriting); with envelope, a self-describing WAL-style object."""
+    """Store a file or stream under key (never overwriting); with envelope, a self-describing WAL-style object.
+
+    sha256: the caller already hashed the file src while it was written; a hard link then skips re-reading it.
+    """
     check_codec(codec)
     name = key.rsplit("/", 1)[-1]
     if not isinstance(src, Path):
         return _store_stream(repo, key, src, codec=codec, sealing=sealing, scope=scope, name=name)
     if envelope is None and codec == "none" and sealing is None and isinstance(repo, FileRepository):
-        linked = _link_into(repo, key, src)
+        linked = _link_into(repo, key, src, sha256=sha256)
         if linked is not None:
             return linked
     with open(src, "rb") as raw:
@@ -242,7 +246,7 @@ def _file_sha256(f: BinaryIO) -> str:
     return digest.hexdigest()
 
 
-def _link_into(repo: FileRepository, key: str, src: Path) -> StoredObject | None:
+def _link_into(repo: FileRepository, key: str, src: Path, *, sha256: str | None = None) -> StoredObject | None:
     """Hard-link a staged file into a file:// repository (None when not on the same filesystem)."""
     dest = repo._path(key)
     if dest.exists():
@@ -256,8 +260,8 @@ def _link_into(repo: FileRepository, key: str, src: Path) -> StoredObject | None
         return None  # another filesystem (EXDEV) or no hard links: copy instead
     with open(dest, "rb") as f:
         os.fsync(f.fileno())
-        digest = _file_sha256(f)
-        size = f.tell()
+        digest = sha256 or _file_sha256(f)
+        size = os.fstat(f.fileno()).st_size
     fsync_dir(dest.parent)
     return StoredObject(key, size, digest, size, digest, "none")
 

@@ -3,9 +3,8 @@
 Refuses a non-empty target directory or one a server runs in (unless force); fetches every object with
 its checksums verified; combines an incremental chain with pg_combinebackup; writes recovery.signal,
 restore_command (wal-fetch from the same repository) and the target. On any failure the target
-directory is left as it was found (empty). start_restored() starts the result with pg_ctl and waits
-until recovery reached its target, turning "recovery ended before configured recovery target was
-reached" into a RecoveryError with the server stopped.
+directory is left as it was found (empty). start_restored() (serverstart.py, re-exported here) starts
+the result and waits until recovery reached its target.
 """
 
 from __future__ import annotations
@@ -14,6 +13,7 @@ import os
 import shlex
 import shutil
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,9 +26,11 @@ from backup_tools.lsn import find_gaps, parse_lsn, parse_segment_name, segment_n
 from backup_tools.objstore import open_sealing
 from backup_tools.pgbin import PgBin
 from backup_tools.pitr import RecoveryTarget, backup_chain, choose_backup, configure_recovery, recovery_settings
-from backup_tools.repository import Repository
+from backup_tools.repository import WAL, FileRepository, Repository
 from backup_tools.runner import run
+from backup_tools.serverstart import StartedServer, server_running, start_restored, stop_restored
 from backup_tools.wal import wal_names
+from backup_tools.walprefetch import prefetch_wal, prefetching_command, wal_to_prefetch
 
 Log = Callable[[str], Any]
 
@@ -45,20 +47,13 @@ class RestoreResult:
     phases: dict[str, float] = field(default_factory=dict)
 
 
-def restore_command(repo_url: str, *, key_file: str | None = None) -> str:
-    """The restore_command line running wal-fetch from this repository with this interpreter."""
+def restore_command(
+    repo_url: str, *, key_file: str | None = None, prefetched: bool = False, wal_dir: Path | None = None
+) -> str:
+    """The restore_command running wal-fetch from this repository (first using prefetched files, if asked)."""
     extra = ["--key-file", str(Path(key_file).resolve())] if key_file else []
-    return shlex.join([sys.executable, "-m", "backup_tools", "wal-fetch", "%f", "%p", "--repo", repo_url, *extra])
-
-
-def server_running(data_dir: Path) -> int | None:
-    """The pid of a postmaster running in data_dir, or None."""
-    try:
-        pid = int((data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
-        os.kill(pid, 0)
-    except (OSError, ValueError):
-        return None
-    return pid
+    fetch = shlex.join([sys.executable, "-m", "backup_tools", "wal-fetch", "%f", "%p", "--repo", repo_url, *extra])
+    return prefetching_command(fetch, wal_dir=wal_dir) if prefetched else fetch
 
 
 def prepare_target(to: Path, *, force: bool, pg: PgBin, log: Log) -> None:
@@ -84,14 +79,17 @@ def prepare_target(to: Path, *, force: bool, pg: PgBin, log: Log) -> None:
     os.chmod(to, 0o700)
 
 
-def check_wal_for(repo: Repository, record: Any, target: RecoveryTarget | None, *, log: Log) -> None:
+def check_wal_for(
+    repo: Repository, record: Any, target: RecoveryTarget | None, *, log: Log, names: list[str] | None = None
+) -> None:
     """Refuse a restore that would silently stop at a WAL gap: no target, or an LSN target past the gap."""
     size = int(record.options.get("wal_segment_size", 16 * 1024 * 1024))
     if not record.start_lsn or not record.timeline:
         return
     start = segment_name(record.timeline, parse_lsn(record.start_lsn), wal_segment_size=size)
+    names = wal_names(repo) if names is None else names
     gaps = [
-        g for tl, gs in find_gaps(wal_names(repo), wal_segment_size=size).items() if tl >= record.timeline for g in gs
+        g for tl, gs in find_gaps(names, wal_segment_size=size).items() if tl >= record.timeline for g in gs
         if g.last > start or tl > record.timeline
     ]  # fmt: skip
     if not gaps:
@@ -117,24 +115,33 @@ def restore(
     force: bool = False,
     key_file: str | None = None,
     archive: bool = False,
+    prefetch: bool = True,
     log: Log = print,
 ) -> RestoreResult:
-    """Restore a physical backup (and its incremental chain) into `to`, configured to recover to target."""
+    """Restore a physical backup (and its incremental chain) into `to`, configured to recover to target.
+
+    With prefetch, the WAL recovery asks for first is fetched (verified) into pg_wal now, see walprefetch.py.
+    """
     to = Path(to).absolute()
     record = choose_backup(repo.list_backups(), target, backup_id=backup_id)
     if record.kind == "logical":
         raise UsageError(f"backup {record.id} is logical: restore it with --dsn DSN instead of --to DIR")
     chain = backup_chain(repo, record)
-    check_wal_for(repo, record, target, log=log)
+    names = wal_names(repo)
+    check_wal_for(repo, record, target, log=log, names=names)
     sealings = {r.id: open_sealing(r.encryption, key_file=key_file) for r in chain}
     prepare_target(to, force=force, pg=pg, log=log)
     log(f"### Restoring backup {record.id} ({' + '.join(r.id for r in chain)}) into {to}")
     phases: dict[str, float] = {}
     staged: list[Path] = []
     total = 0
+    wal_key = key_file or _encrypted_key_file(chain)
+    early = wal_to_prefetch(record, names) if prefetch else []
+    fetcher = _Prefetch(repo, early, to, key_file=wal_key)
     try:
         began = time.monotonic()
         if len(chain) == 1:
+            fetcher.start()  # WAL prefetch runs beside the extraction
             total = extract_backup(repo, record, to, sealing=sealings[record.id], log=log)
         else:
             for r in chain:
@@ -151,9 +158,15 @@ def restore(
             run([pg.tool("pg_combinebackup"), "--no-sync", "-o", to, *staged], timeout=None)
             os.chmod(to, 0o700)
             phases["combine"] = time.monotonic() - began
-        cmd = restore_command(repo.url, key_file=key_file or _encrypted_key_file(chain))
+            fetcher.start()
+        if early:
+            log(f"### Prefetched {len(early)} WAL file(s) into {to / 'pg_wal'}: {early[0]} .. {early[-1]}")
+        fetcher.join()
+        local = repo.root / WAL if isinstance(repo, FileRepository) else None
+        cmd = restore_command(repo.url, key_file=wal_key, prefetched=prefetch, wal_dir=local)
         configure_recovery(to, recovery_settings(restore_command=cmd, target=target, archive=archive))
     except BaseException:
+        fetcher.join(quiet=True)
         shutil.rmtree(to, ignore_errors=True)
         to.mkdir(mode=0o700, exist_ok=True)
         raise
@@ -164,104 +177,37 @@ def restore(
     return RestoreResult(to, record.id, tuple(r.id for r in chain), target, total, phases)
 
 
+class _Prefetch:
+    """prefetch_wal in a background thread; join() re-raises its error."""
+
+    def __init__(self, repo: Repository, names: list[str], data_dir: Path, *, key_file: str | None):
+        self._args, self._key_file = (repo, names, data_dir), key_file
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+
+    def _run(self) -> None:
+        try:
+            prefetch_wal(*self._args, key_file=self._key_file)
+        except BaseException as e:  # noqa: BLE001 - re-raised by join
+            self._error = e
+
+    def start(self) -> None:
+        """Start fetching."""
+        self._thread = threading.Thread(target=self._run, name="wal-prefetch", daemon=True)
+        self._thread.start()
+
+    def join(self, *, quiet: bool = False) -> None:
+        """Wait for the fetch; raise its error unless quiet."""
+        if self._thread is not None:
+            self._thread.join()
+        if self._error is not None and not quiet:
+            raise self._error
+
+
 def _encrypted_key_file(chain: list[Any]) -> str | None:
     if any(r.encryption for r in chain) and os.environ.get("PGDRILL_KEY_FILE"):
         return os.environ["PGDRILL_KEY_FILE"]
     return None
 
 
-@dataclass(frozen=True)
-class StartedServer:
-    """A restored server started by start_restored: where it listens, its log, and how recovery ended."""
-
-    data_dir: Path
-    port: int
-    socket_dir: Path
-    logfile: Path
-    outcome: str
-    seconds: float
-
-
-_FAILURES = (
-    ("recovery ended before configured recovery target was reached",
-     "recovery ended before the target {target} was reached: the archive has no WAL that far (missing segment or "
-     "a target after the last archived commit); restore to an earlier target, or put the missing WAL back"),
-    ("requested recovery stop point is before consistent recovery point",
-     "the target {target} is before the end of the backup (its consistent point); restore an older backup"),
-    ("could not locate required checkpoint record", "the backup's starting WAL is missing from the archive"),
-    ("WAL file is from different database system", "the archive holds WAL of another database system"),
-)  # fmt: skip
-
-
-def start_restored(
-    data_dir: Path,
-    *,
-    pg: PgBin,
-    port: int,
-    socket_dir: Path,
-    target: RecoveryTarget | None = None,
-    logfile: Path | None = None,
-    timeout: float = 600,
-    log: Log = print,
-) -> StartedServer:
-    """Start a restored data directory and wait until recovery reached its target (promoted, or paused)."""
-    logfile = logfile or data_dir.parent / f"{data_dir.name}.log"
-    opts = shlex.join(["-p", str(port), "-k", str(socket_dir), "-c", "listen_addresses="])
-    describe = (target or RecoveryTarget()).describe()
-    log(f"### Starting the restored server in {data_dir} on port {port}; replaying WAL to {describe}")
-    began, offset = time.monotonic(), logfile.stat().st_size if logfile.exists() else 0
-    try:
-        run([pg.tool("pg_ctl"), "-D", data_dir, "-l", logfile, "-o", opts, "-w", "-t", str(int(timeout)), "start"],
-            timeout=timeout + 30)  # fmt: skip
-    except Exception as e:
-        raise _recovery_error(data_dir, logfile, describe, pg=pg, offset=offset) from e
-    action = target.action if target is not None and _has_target(target) else "promote"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        text = _read(logfile, offset)
-        if server_running(data_dir) is None:
-            if action == "shutdown" and "shutdown at recovery target" in text:
-                return StartedServer(
-                    data_dir, port, socket_dir, logfile, "shut down at target", time.monotonic() - began
-                )
-            raise _recovery_error(data_dir, logfile, describe, pg=pg, offset=offset)
-        if action == "pause" and "pausing at the end of recovery" in text:
-            return StartedServer(data_dir, port, socket_dir, logfile, "paused at target", time.monotonic() - began)
-        state = run([pg.tool("pg_controldata"), "-D", data_dir], check=False).stdout
-        if "in production" in state and "database system is ready to accept connections" in text:
-            return StartedServer(data_dir, port, socket_dir, logfile, "promoted", time.monotonic() - began)
-        time.sleep(0.1)
-    stop_restored(data_dir, pg=pg)
-    raise RecoveryError(f"recovery to {describe} did not finish within {timeout:.0f} s; server stopped. Log: {logfile}")
-
-
-def stop_restored(data_dir: Path, *, pg: PgBin, mode: str = "fast") -> None:
-    """Stop a server started by start_restored (nothing to do when it is not running)."""
-    if server_running(data_dir) is not None:
-        run([pg.tool("pg_ctl"), "-D", data_dir, "-m", mode, "-w", "stop"], check=False, timeout=120)
-
-
-def _has_target(target: RecoveryTarget) -> bool:
-    return any(getattr(target, k) is not None for k in ("time", "lsn", "xid", "name")) or target.immediate
-
-
-def _read(path: Path, offset: int = 0) -> str:
-    try:
-        with open(path, "rb") as f:
-            f.seek(offset)
-            return f.read().decode(errors="replace")
-    except OSError:
-        return ""
-
-
-def _recovery_error(data_dir: Path, logfile: Path, describe: str, *, pg: PgBin, offset: int) -> RecoveryError:
-    """Explain why a restored server stopped, from its log; make sure it is stopped."""
-    stop_restored(data_dir, pg=pg, mode="immediate")
-    text = _read(logfile, offset)
-    for needle, message in _FAILURES:
-        if needle in text:
-            return RecoveryError(message.format(target=describe) + f" (server stopped; log: {logfile})")
-    fatal = next((ln for ln in reversed(text.splitlines()) if "FATAL" in ln or "PANIC" in ln), "no FATAL line")
-    return RecoveryError(
-        f"the restored server did not finish recovery: {fatal.strip()} (server stopped; log: {logfile})"
-    )
+__all__ = ["RestoreResult", "StartedServer", "restore", "server_running", "start_restored", "stop_restored"]

@@ -1,12 +1,14 @@
-"""Overhead of backup-tools over the raw PostgreSQL tools: backup and restore of the same pgbench data, one run.
+"""Overhead of backup-tools over the raw PostgreSQL tools: backup and restore of the same pgbench data.
 
-    python bench/bench_backup.py [--scale 10] [--keep]
+    python bench/bench_backup.py [--scale 10] [--reps 5] [--keep]
 
-Backup:  raw `pg_basebackup -Ft -X stream -c fast` into a directory
-         vs `backup-tools backup --kind full` (--compress none, then zstd) into a file:// repository.
+Backup:  raw `pg_basebackup -Ft -X stream -c fast` into a directory (also + `pg_verifybackup`, the fair
+         baseline: backup-tools always verifies) vs `backup-tools backup --kind full` (--compress none, zstd)
+         into a file:// repository.
 Restore: raw = `tar -xf` base.tar + pg_wal.tar, `pg_ctl start -w`, wait until it accepts writes
-         vs `backup-tools restore --start` (checksummed fetch, recovery.signal, WAL from the archive, promotion).
-Prints a Markdown table of seconds and ratios (goal: <= 1.10x) for BENCHMARKS.md.
+         vs `backup-tools restore --target-immediate --start` (checksummed fetch, recovery.signal, WAL from
+         the archive, promotion). Variants are interleaved in every round; medians are reported.
+Prints Markdown tables of seconds and ratios (goal: <= 1.10x) for BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -71,10 +74,16 @@ def machine() -> str:
     return f"{platform.system()} {platform.release()}, {os.cpu_count()} CPUs ({cpu}), {int(mem) // 1024} MiB RAM"
 
 
+def median(values: list[float]) -> float:
+    """The median."""
+    return statistics.median(values)
+
+
 def main() -> None:
-    """Run the benchmark once and print the results table."""
+    """Run the benchmark (variants interleaved, --reps rounds) and print the results table with medians."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scale", type=int, default=10, help="pgbench scale (10 is about 160 MB)")
+    parser.add_argument("--reps", type=int, default=5, help="rounds; each variant runs once per round (default 5)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     args = parser.parse_args()
     if os.geteuid() == 0:  # PostgreSQL refuses root: rerun as the suite's unprivileged user
@@ -83,61 +92,74 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="pgdrill-bench-"))
     repo = work / "repo"
     repo.mkdir()
+    url = f"file://{repo}"
     primary = Cluster("primary", pg=pg, base_dir=work)
-    rows: list[tuple[str, float, float]] = []
+    times: dict[str, list[float]] = {}
+    loads: list[float] = []
     try:
-        primary.init(has_archiving=True, archive_url=f"file://{repo}")
+        primary.init(has_archiving=True, archive_url=url)
         primary.start()
         env = {**os.environ, "PGHOST": str(primary.socket_dir), "PGPORT": str(primary.port), "PGUSER": "postgres"}
         timed([str(pg.tool("pgbench")), "-i", "-q", "-s", str(args.scale), "postgres"], env=env)
         primary.safe_sql("CHECKPOINT")
         (size,) = primary.safe_sql("SELECT pg_size_pretty(pg_database_size('postgres'))")[0]
-
-        raw_dir = work / "raw"
-        raw = timed([str(pg.tool("pg_basebackup")), "-D", str(raw_dir), "-Ft", "-X", "stream", "-c", "fast",
-                     "-h", str(primary.socket_dir), "-p", str(primary.port), "-U", "postgres"])  # fmt: skip
-        ours = timed(
-            tool("backup", "--dsn", primary.dsn, "--repo", f"file://{repo}", "--kind", "full", "--compress", "none")
-        )
-        rows.append(("backup: pg_basebackup -Ft vs backup-tools backup --kind full --compress none", raw, ours))
-        zstd = timed(tool("backup", "--dsn", primary.dsn, "--repo", f"file://{repo}", "--kind", "full"))
-        rows.append(("backup: pg_basebackup -Ft vs backup-tools backup --kind full (zstd, default)", raw, zstd))
-        primary.archive_current_wal()
-
-        raw_data, sock = work / "raw-data", work / "sock"
+        conn = ["-h", str(primary.socket_dir), "-p", str(primary.port), "-U", "postgres"]
+        sock = work / "sock"
         sock.mkdir()
-        os.sync()
-        began = time.perf_counter()
-        raw_data.mkdir(mode=0o700)
-        subprocess.run(["tar", "-xf", str(raw_dir / "base.tar"), "-C", str(raw_data)], check=True)
-        subprocess.run(["tar", "-xf", str(raw_dir / "pg_wal.tar"), "-C", str(raw_data / "pg_wal")], check=True)
-        wait_writable(pg, raw_data, sock, free_port())
-        raw_restore = time.perf_counter() - began
-        stop(pg, raw_data)
-        for backup_kind, label in (("none", "--compress none backup"), ("zstd", "zstd backup")):
-            listed = subprocess.run(tool("list", "--repo", f"file://{repo}", "--json"), capture_output=True, text=True)
-            backup_id = [b["id"] for b in json.loads(listed.stdout) if b["options"]["compression"] == backup_kind][0]
-            data = work / f"ours-{backup_kind}"
-            ours_restore = timed(tool("restore", "--repo", f"file://{repo}", "--to", str(data), "--backup", backup_id,
-                                      "--target-immediate", "--start", "--port", str(free_port()),
-                                      "--socket-dir", str(sock)))  # fmt: skip
-            stop(pg, data)
-            rows.append(
-                (
-                    f"restore: tar -xf + pg_ctl start vs backup-tools restore --start ({label})",
-                    raw_restore,
-                    ours_restore,
-                )
-            )
+        for rep in range(args.reps):
+            loads.append(os.getloadavg()[0])
+            raw_dir = work / f"raw-{rep}"
+            raw = timed([str(pg.tool("pg_basebackup")), "-D", str(raw_dir), "-Ft", "-X", "stream", "-c", "fast", *conn])
+            check = timed([str(pg.tool("pg_verifybackup")), "--quiet", "--exit-on-error", "--format=t", "--no-parse-wal",
+                           str(raw_dir)])  # fmt: skip
+            times.setdefault("raw backup", []).append(raw)
+            times.setdefault("raw backup + verify", []).append(raw + check)
+            ids = {}
+            for codec in ("none", "zstd"):
+                t = timed(tool("backup", "--dsn", primary.dsn, "--repo", url, "--kind", "full", "--compress", codec))
+                times.setdefault(f"ours backup {codec}", []).append(t)
+                listed = subprocess.run(tool("list", "--repo", url, "--json"), capture_output=True, text=True)
+                ids[codec] = json.loads(listed.stdout)[-1]["id"]
+            primary.archive_current_wal()
+
+            raw_data = work / f"raw-data-{rep}"
+            os.sync()
+            began = time.perf_counter()
+            raw_data.mkdir(mode=0o700)
+            subprocess.run(["tar", "-xf", str(raw_dir / "base.tar"), "-C", str(raw_data)], check=True)
+            subprocess.run(["tar", "-xf", str(raw_dir / "pg_wal.tar"), "-C", str(raw_data / "pg_wal")], check=True)
+            wait_writable(pg, raw_data, sock, free_port())
+            times.setdefault("raw restore", []).append(time.perf_counter() - began)
+            stop(pg, raw_data)
+            shutil.rmtree(raw_data)
+            shutil.rmtree(raw_dir)
+            for codec, backup_id in ids.items():
+                data = work / f"ours-{codec}-{rep}"
+                t = timed(tool("restore", "--repo", url, "--to", str(data), "--backup", backup_id, "--target-immediate",
+                               "--start", "--port", str(free_port()), "--socket-dir", str(sock)))  # fmt: skip
+                times.setdefault(f"ours restore {codec}", []).append(t)
+                stop(pg, data)
+                shutil.rmtree(data)
     finally:
         primary.teardown()
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-    print(f"\nMachine: {machine()}; PostgreSQL {pg.version}; pgbench scale {args.scale} ({size}); one run each.\n")
-    print("| comparison | raw (s) | backup-tools (s) | ratio |")
-    print("| --- | ---: | ---: | ---: |")
-    for name, raw_s, ours_s in rows:
-        print(f"| {name} | {raw_s:.2f} | {ours_s:.2f} | {ours_s / raw_s:.2f}x |")
+    m = {k: median(v) for k, v in times.items()}
+    print(f"\nMachine: {machine()}; PostgreSQL {pg.version}; pgbench scale {args.scale} ({size}); {args.reps} rounds, "
+          f"load average {min(loads):.1f}-{max(loads):.1f} at round starts.\n")  # fmt: skip
+    print("| step | median (s) | min-max (s) |")
+    print("| --- | ---: | ---: |")
+    for name, values in times.items():
+        print(f"| {name} | {m[name]:.2f} | {min(values):.2f}-{max(values):.2f} |")
+    print("\n| comparison (medians) | ratio |")
+    print("| --- | ---: |")
+    for ours in ("none", "zstd"):
+        print(f"| backup --compress {ours} vs raw pg_basebackup | {m[f'ours backup {ours}'] / m['raw backup']:.2f}x |")
+        print(f"| backup --compress {ours} vs raw pg_basebackup + pg_verifybackup (fair) | "
+              f"{m[f'ours backup {ours}'] / m['raw backup + verify']:.2f}x |")  # fmt: skip
+    for ours in ("none", "zstd"):
+        print(f"| restore --start ({ours} backup) vs tar -xf + pg_ctl start | "
+              f"{m[f'ours restore {ours}'] / m['raw restore']:.2f}x |")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -196,6 +196,8 @@ def test_failure_during_backup_is_catalogued_failed(primary, repo, pg_bin, monke
     (record,) = repo.list_backups()
     assert record.status == "FAILED" and "simulated" in record.options["error"]
     assert not any((repo.root / "staging").iterdir())
+    # base.tar was stored while pg_basebackup wrote it; a failed backup leaves only its FAILED catalog
+    assert repo.list(f"backups/{record.id}/") == [f"backups/{record.id}/catalog.json"]
     with pytest.raises(BackupNotFound, match="no finished physical backup"):
         restore(repo, to=primary.base_dir / "nowhere", pg=pg_bin, log=quiet)
 
@@ -243,3 +245,12 @@ def test_encrypted_backup_needs_its_key_and_restores_with_it(primary, repo, pg_b
         make_cluster, repo, pg_bin, tmp_path, key_file=str(key), target=RecoveryTarget(immediate=True)
     )
     assert got.diff(truth) == []
+
+
+def test_staging_left_by_a_killed_backup_is_removed_by_the_next_one(primary, repo, pg_bin):
+    leftover = repo.root / "staging" / "20260101T000000Z-full-dead" / "data"
+    leftover.mkdir(parents=True)
+    (leftover / "base.tar").write_bytes(b"\0" * 4096)  # what pg_basebackup had written when the backup was killed
+    done = physical_backup(dsn=primary.dsn, repo=repo, kind="full", pg=pg_bin, log=quiet).record
+    assert done.is_good
+    assert list((repo.root / "staging").iterdir()) == []

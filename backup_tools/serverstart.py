@@ -1,0 +1,132 @@
+"""Start a restored data directory and wait until recovery reached its target, explaining failures from the log.
+
+start_restored() starts the server with pg_ctl and waits until it is promoted (or paused / shut down at the
+target), turning "recovery ended before configured recovery target was reached" and similar log lines into
+a RecoveryError with the server stopped.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from backup_tools.errors import RecoveryError
+from backup_tools.pgbin import PgBin
+from backup_tools.pitr import RecoveryTarget
+from backup_tools.runner import run
+from backup_tools.walprefetch import remove_prefetched
+
+Log = Callable[[str], Any]
+
+
+def server_running(data_dir: Path) -> int | None:
+    """The pid of a postmaster running in data_dir, or None."""
+    try:
+        pid = int((data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return None
+    return pid
+
+
+@dataclass(frozen=True)
+class StartedServer:
+    """A restored server started by start_restored: where it listens, its log, and how recovery ended."""
+
+    data_dir: Path
+    port: int
+    socket_dir: Path
+    logfile: Path
+    outcome: str
+    seconds: float
+
+
+_FAILURES = (
+    ("recovery ended before configured recovery target was reached",
+     "recovery ended before the target {target} was reached: the archive has no WAL that far (missing segment or "
+     "a target after the last archived commit); restore to an earlier target, or put the missing WAL back"),
+    ("requested recovery stop point is before consistent recovery point",
+     "the target {target} is before the end of the backup (its consistent point); restore an older backup"),
+    ("could not locate required checkpoint record", "the backup's starting WAL is missing from the archive"),
+    ("WAL file is from different database system", "the archive holds WAL of another database system"),
+)  # fmt: skip
+
+
+def start_restored(
+    data_dir: Path,
+    *,
+    pg: PgBin,
+    port: int,
+    socket_dir: Path,
+    target: RecoveryTarget | None = None,
+    logfile: Path | None = None,
+    timeout: float = 600,
+    log: Log = print,
+) -> StartedServer:
+    """Start a restored data directory and wait until recovery reached its target (promoted, or paused)."""
+    logfile = logfile or data_dir.parent / f"{data_dir.name}.log"
+    opts = shlex.join(["-p", str(port), "-k", str(socket_dir), "-c", "listen_addresses="])
+    describe = (target or RecoveryTarget()).describe()
+    log(f"### Starting the restored server in {data_dir} on port {port}; replaying WAL to {describe}")
+    began, offset = time.monotonic(), logfile.stat().st_size if logfile.exists() else 0
+    try:
+        run([pg.tool("pg_ctl"), "-D", data_dir, "-l", logfile, "-o", opts, "-w", "-t", str(int(timeout)), "start"],
+            timeout=timeout + 30)  # fmt: skip
+    except Exception as e:
+        raise _recovery_error(data_dir, logfile, describe, pg=pg, offset=offset) from e
+    action = target.action if target is not None and _has_target(target) else "promote"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = _read(logfile, offset)
+        if server_running(data_dir) is None:
+            if action == "shutdown" and "shutdown at recovery target" in text:
+                return StartedServer(
+                    data_dir, port, socket_dir, logfile, "shut down at target", time.monotonic() - began
+                )
+            raise _recovery_error(data_dir, logfile, describe, pg=pg, offset=offset)
+        if action == "pause" and "pausing at the end of recovery" in text:
+            return StartedServer(data_dir, port, socket_dir, logfile, "paused at target", time.monotonic() - began)
+        state = run([pg.tool("pg_controldata"), "-D", data_dir], check=False).stdout
+        if "in production" in state and "database system is ready to accept connections" in text:
+            remove_prefetched(data_dir)
+            return StartedServer(data_dir, port, socket_dir, logfile, "promoted", time.monotonic() - began)
+        time.sleep(0.1)
+    stop_restored(data_dir, pg=pg)
+    raise RecoveryError(f"recovery to {describe} did not finish within {timeout:.0f} s; server stopped. Log: {logfile}")
+
+
+def stop_restored(data_dir: Path, *, pg: PgBin, mode: str = "fast") -> None:
+    """Stop a server started by start_restored (nothing to do when it is not running)."""
+    if server_running(data_dir) is not None:
+        run([pg.tool("pg_ctl"), "-D", data_dir, "-m", mode, "-w", "stop"], check=False, timeout=120)
+
+
+def _has_target(target: RecoveryTarget) -> bool:
+    return any(getattr(target, k) is not None for k in ("time", "lsn", "xid", "name")) or target.immediate
+
+
+def _read(path: Path, offset: int = 0) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            return f.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _recovery_error(data_dir: Path, logfile: Path, describe: str, *, pg: PgBin, offset: int) -> RecoveryError:
+    """Explain why a restored server stopped, from its log; make sure it is stopped."""
+    stop_restored(data_dir, pg=pg, mode="immediate")
+    text = _read(logfile, offset)
+    for needle, message in _FAILURES:
+        if needle in text:
+            return RecoveryError(message.format(target=describe) + f" (server stopped; log: {logfile})")
+    fatal = next((ln for ln in reversed(text.splitlines()) if "FATAL" in ln or "PANIC" in ln), "no FATAL line")
+    return RecoveryError(
+        f"the restored server did not finish recovery: {fatal.strip()} (server stopped; log: {logfile})"
+    )
