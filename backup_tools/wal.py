@@ -84,25 +84,40 @@ def wal_push(
             "refusing to mix clusters in one archive: give this cluster its own repository"
         )
     if repo.exists(key):
-        header, raw = read_envelope(repo, key)
-        raw.close()
-        if header["sha256"] != local_sha:
-            raise RepositoryError(
-                f"{name} is already archived in {repo.url} with DIFFERENT content (sha256 {header['sha256'][:12]}…, "
-                f"this file {local_sha[:12]}…); refusing to overwrite it. Two clusters may share one archive, "
-                "or the server was restored without a new timeline: give each cluster its own repository"
-            )
-        drain(open_envelope(repo, key, key_file=key_file))  # the stored copy must still be intact
-        return WalPushResult(name, wal_path.stat().st_size, local_sha, already_archived=True)
+        return _already_archived(repo, key, wal_path, local_sha, key_file=key_file)
     envelope = {"name": name, "system_identifier": sysid, "pushed_at": datetime.now(UTC).isoformat()}
     if wal.kind in ("history", "backup"):
         compression = "none"  # small text files: keep them readable
-    stored = store_object(
-        repo, key, wal_path, codec=compression, sealing=new_sealing(key_file), scope="wal", envelope=envelope
-    )
+    try:
+        stored = store_object(
+            repo, key, wal_path, codec=compression, sealing=new_sealing(key_file), scope="wal", envelope=envelope
+        )
+    except RepositoryError:
+        # "already exists" from a conditional put: a concurrent push, or our own first attempt whose answer
+        # was lost before the client retried. The same content stored there is success.
+        if not repo.exists(key):
+            raise
+        return _already_archived(repo, key, wal_path, local_sha, key_file=key_file)
     if stored.plain_sha256 != local_sha:
         raise RepositoryError(f"{name} changed while it was being archived; PostgreSQL will retry")
     return WalPushResult(name, stored.plain_size, stored.plain_sha256, already_archived=False)
+
+
+def _already_archived(
+    repo: Repository, key: str, wal_path: Path, local_sha: str, *, key_file: str | os.PathLike[str] | None
+) -> WalPushResult:
+    """Success if key holds this file's content (and still reads back intact), else a loud error."""
+    name = wal_path.name
+    header, raw = read_envelope(repo, key)
+    raw.close()
+    if header["sha256"] != local_sha:
+        raise RepositoryError(
+            f"{name} is already archived in {repo.url} with DIFFERENT content (sha256 {header['sha256'][:12]}…, "
+            f"this file {local_sha[:12]}…); refusing to overwrite it. Two clusters may share one archive, "
+            "or the server was restored without a new timeline: give each cluster its own repository"
+        )
+    drain(open_envelope(repo, key, key_file=key_file))  # the stored copy must still be intact
+    return WalPushResult(name, wal_path.stat().st_size, local_sha, already_archived=True)
 
 
 def wal_fetch(name: str, dest: Path, *, repo: Repository, key_file: str | os.PathLike[str] | None = None) -> int:
