@@ -21,7 +21,6 @@ from typing import Any
 from backup_tools.basebackup import (
     MANIFEST,
     Format,
-    _TarPipe,
     after_backup_facts,
     check_incremental,
     read_manifest,
@@ -36,6 +35,7 @@ from backup_tools.objstore import Sealing, copy_to_file, new_sealing, open_objec
 from backup_tools.pgbin import PgBin
 from backup_tools.repository import BACKUPS, CHUNK, FileRepository, Repository
 from backup_tools.tailread import Background, GrowingFile
+from backup_tools.tarstream import TarPipe
 from backup_tools.wal import IDENTITY_KEY
 
 PHYSICAL = ("full", "incremental")
@@ -197,11 +197,11 @@ def _take(record: BackupRecord, *, dsn: str, repo: Repository, pg: PgBin, state:
     if manifest.system_identifier and manifest.system_identifier != state.system_identifier:
         raise UsageError("the server's system identifier changed during the backup (failover?); take it again")
     files = []
-    sources: list[tuple[str, Path | _TarPipe]] = [(MANIFEST, data / MANIFEST)]
+    sources: list[tuple[str, Path | TarPipe]] = [(MANIFEST, data / MANIFEST)]
     if fmt == "tar":
         sources += [(p.name, p) for p in sorted(data.glob("*.tar"))]
     else:
-        sources.append(("base.tar", _TarPipe(data)))
+        sources.append(("base.tar", TarPipe(data)))
     for name, src in sources:
         if isinstance(done := early.get(name), FileEntry):
             files.append(done)
@@ -214,7 +214,7 @@ def _take(record: BackupRecord, *, dsn: str, repo: Repository, pg: PgBin, state:
             stored = store_object(repo, key, src, codec=object_codec, sealing=sealing, scope=record.id,  # type: ignore[arg-type]
                                   sha256=done)  # fmt: skip
         finally:
-            if isinstance(src, _TarPipe):
+            if isinstance(src, TarPipe):
                 src.close()
         files.append(FileEntry(object_name, stored.size, stored.sha256, object_codec, stored.plain_size,
                                stored.plain_sha256))  # fmt: skip

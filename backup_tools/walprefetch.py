@@ -46,7 +46,8 @@ def wal_to_prefetch(record: Any, archived: Iterable[str], *, ahead: int = AHEAD)
 def prefetch_wal(repo: Repository, names: list[str], data_dir: Path, *, key_file: str | None = None) -> int:
     """Fetch names (verified) into data_dir/PREFETCH_DIR with a few threads; return the bytes written."""
     target = data_dir / PREFETCH_DIR
-    target.mkdir(mode=0o700, parents=True, exist_ok=True)
+    target.parent.mkdir(mode=0o700, exist_ok=True)
+    target.mkdir(mode=0o700, exist_ok=True)
     if not names:
         return 0
     with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="wal-prefetch") as pool:
