@@ -260,10 +260,10 @@ def _write_results(run: Run) -> None:
         return
     ran = [{**r, "finished_at": finished} for r in run.records]
     try:
-        handle = run.history or _open_history(run.history_path)
-        append_history(handle, ran)
-        handle.seek(0)
-        history = parse_history(handle.read().decode(errors="replace"))
+        with run.history or _open_history(run.history_path) as handle:
+            append_history(handle, ran)
+            handle.seek(0)
+            history = parse_history(handle.read().decode(errors="replace"))
     except (BackupToolsError, OSError) as e:
         run.warnings.append(f"drill history {run.history_path} not updated: {e}")
         history = History([history_line(r) for r in ran])
