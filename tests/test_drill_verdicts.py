@@ -9,12 +9,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-DRILL = "drills/test_accidental_deletion.py::test_pitr_to_just_before_the_harmful_commit[drop-table]"
+DRILL = "drills/test_accidental_deletion.py::test_restore_to_just_before_the_harmful_commit[full-drop-table]"
 
 
-def run_pytest(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+def run_pytest(*args: str, report_dir: Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    options = ["--report-dir", str(report_dir), "--history-file", str(report_dir / "history.jsonl")]
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *options, *args],
         cwd=ROOT, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
     )  # fmt: skip
 
@@ -23,9 +24,9 @@ def run_pytest(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[
 def test_unachievable_rto_target_fails_the_drill_with_a_readable_reason(tmp_path):
     targets = tmp_path / "targets.toml"
     targets.write_text('[targets.accidental-deletion]\nrto = "100ms"\nrpo = "2min"\n')
-    done = run_pytest(DRILL, "--scale", "0.05", "--targets", str(targets), "--report-dir", str(tmp_path / "out"))
+    done = run_pytest(DRILL, "--scale", "0.05", "--targets", str(targets), report_dir=tmp_path / "out")
     assert done.returncode == 1, done.stdout[-2000:]
-    assert "accidental-deletion/pitr: measured RTO" in done.stdout
+    assert "accidental-deletion/full: measured RTO" in done.stdout
     assert "exceeds target 0.10 s" in done.stdout
     record = json.loads((tmp_path / "out" / "drill-results.json").read_text())["drills"][0]
     assert record["outcome"] == "failed"
@@ -39,7 +40,7 @@ def test_unparseable_target_stops_the_run_before_any_cluster_starts(tmp_path):
     targets = tmp_path / "targets.toml"
     targets.write_text('[targets.accidental-deletion]\nrto = "4 hourz"\n')
     started = time.monotonic()
-    done = run_pytest(DRILL, "--targets", str(targets), "--report-dir", str(tmp_path / "out"), timeout=120)
+    done = run_pytest(DRILL, "--targets", str(targets), report_dir=tmp_path / "out", timeout=120)
     assert done.returncode == 4  # pytest's usage error
     assert "invalid duration '4 hourz'" in done.stderr
     assert "Starting cluster" not in done.stdout + done.stderr
@@ -47,6 +48,6 @@ def test_unparseable_target_stops_the_run_before_any_cluster_starts(tmp_path):
 
 
 def test_pg_bin_without_initdb_stops_the_run_with_what_was_searched(tmp_path):
-    done = run_pytest(DRILL, "--pg-bin", str(tmp_path), "--report-dir", str(tmp_path / "out"), timeout=120)
+    done = run_pytest(DRILL, "--pg-bin", str(tmp_path), report_dir=tmp_path / "out", timeout=120)
     assert done.returncode == 4
     assert f"{tmp_path} from --pg-bin (no initdb, pg_ctl, postgres)" in done.stderr
