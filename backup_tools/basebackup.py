@@ -18,10 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import psycopg
-
 from backup_tools.catalog import BackupRecord
-from backup_tools.connection import connect, libpq_env
 from backup_tools.errors import IntegrityError, ToolFailed, UsageError, VersionMismatch
 from backup_tools.objstore import Sealing, open_object
 from backup_tools.pgbin import PgBin
@@ -64,6 +61,10 @@ class ManifestInfo:
 
 def server_state(dsn: str) -> ServerState:
     """Read version, system identifier, timeline, WAL segment size and summarize_wal from the server."""
+    import psycopg  # imported here: restores (extract_backup) need no database driver, and it loads slowly
+
+    from backup_tools.connection import connect
+
     with connect(dsn, purpose="connect for a physical backup") as conn:
         try:
             num = int(conn.execute("SHOW server_version_num").fetchone()[0])
@@ -83,6 +84,8 @@ def server_state(dsn: str) -> ServerState:
 
 def after_backup_facts(dsn: str) -> dict[str, str]:
     """The next xid (so xid targets can pick a backup) and the bootstrap superuser (for restore tests)."""
+    from backup_tools.connection import connect
+
     with connect(dsn, purpose="read the next xid") as conn:
         xid, superuser = conn.execute(
             "SELECT pg_snapshot_xmax(pg_current_snapshot())::text, (SELECT rolname FROM pg_roles WHERE oid = 10)"
@@ -126,6 +129,8 @@ def run_basebackup(
         args += ["--incremental", incremental_manifest]
     if not sync:
         args.append("--no-sync")
+    from backup_tools.connection import libpq_env
+
     with libpq_env(dsn) as env:
         try:
             run(args, env=env, timeout=None)

@@ -27,14 +27,21 @@ def build_wal_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser with every verb."""
-    from backup_tools.cli_backup import add_backup_parser
-    from backup_tools.cli_repo import add_list_parser, add_repo_parsers
-    from backup_tools.cli_restore import add_restore_parsers
-    from backup_tools.cli_wal import add_wal_parsers
-    from backup_tools.evidence_cli import add_evidence_parser
-    from backup_tools.offsite_cli import add_offsite_parsers
+_GROUPS = {  # verb -> (module, function adding its group); main() builds only the group it runs
+    **dict.fromkeys(("wal-push", "wal-fetch"), ("cli_wal", "add_wal_parsers")),
+    "backup": ("cli_backup", "add_backup_parser"),
+    "list": ("cli_repo", "add_list_parser"),
+    **dict.fromkeys(("restore", "restore-table"), ("cli_restore", "add_restore_parsers")),
+    **dict.fromkeys(("verify", "check", "prune", "keygen"), ("cli_repo", "add_repo_parsers")),
+    "evidence": ("evidence_cli", "add_evidence_parser"),
+    **dict.fromkeys(("copy", "storage"), ("offsite_cli", "add_offsite_parsers")),
+}
+_ORDER = ("backup", "wal-push", "list", "restore", "verify", "evidence", "copy")  # --help lists groups in this order
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser with every verb (or only the group of verb `only`: other groups' imports cost start-up time)."""
+    import importlib
 
     parser = argparse.ArgumentParser(
         prog="backup-tools", description="Back up, archive WAL for, restore and verify PostgreSQL clusters.",
@@ -42,21 +49,17 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     parser.add_argument("--version", action="version", version=f"backup-tools {__version__}")
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
-    add_backup_parser(verbs)
-    add_wal_parsers(verbs)
-    add_list_parser(verbs)
-    add_restore_parsers(verbs)
-    add_repo_parsers(verbs)
-    add_evidence_parser(verbs)
-    add_offsite_parsers(verbs)
+    for verb in [only] if only in _GROUPS else _ORDER:
+        module, adder = _GROUPS[verb]  # type: ignore[index]
+        getattr(importlib.import_module(f"backup_tools.{module}"), adder)(verbs)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one verb; print one actionable line on failure and return the exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    fast = bool(argv) and argv[0] in WAL_VERBS and not {"-h", "--help"} & set(argv)
-    args = (build_wal_parser() if fast else build_parser()).parse_args(argv)
+    one = argv[0] if argv and argv[0] in _GROUPS and not {"-h", "--help"} & set(argv) else None
+    args = (build_wal_parser() if one in WAL_VERBS else build_parser(only=one)).parse_args(argv)
     try:
         return args.func(args)
     except BackupToolsError as e:
