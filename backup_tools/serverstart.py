@@ -91,11 +91,12 @@ def start_restored(
             raise _recovery_error(data_dir, logfile, describe, pg=pg, offset=offset)
         if action == "pause" and "pausing at the end of recovery" in text:
             return StartedServer(data_dir, port, socket_dir, logfile, "paused at target", time.monotonic() - began)
-        state = run([pg.tool("pg_controldata"), "-D", data_dir], check=False).stdout
-        if "in production" in state and "database system is ready to accept connections" in text:
-            remove_prefetched(data_dir)
-            return StartedServer(data_dir, port, socket_dir, logfile, "promoted", time.monotonic() - began)
-        time.sleep(0.1)
+        if "database system is ready to accept connections" in text:  # then confirm with the control file
+            state = run([pg.tool("pg_controldata"), "-D", data_dir], check=False).stdout
+            if "in production" in state:
+                remove_prefetched(data_dir)
+                return StartedServer(data_dir, port, socket_dir, logfile, "promoted", time.monotonic() - began)
+        time.sleep(0.02)
     stop_restored(data_dir, pg=pg)
     raise RecoveryError(f"recovery to {describe} did not finish within {timeout:.0f} s; server stopped. Log: {logfile}")
 

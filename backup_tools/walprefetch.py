@@ -24,7 +24,7 @@ from backup_tools.repository import Repository
 from backup_tools.wal import WAL_FETCH_ABORT_EXIT, wal_fetch
 
 PREFETCH_DIR = "pg_wal/pgdrill-prefetch"
-AHEAD = 2  # archived segments after the backup's stop segment: recovery's read-ahead asks for them at once
+AHEAD = 4  # archived segments after the stop segment: recovery reads ahead (across several short, switched ones)
 WORKERS = 2
 
 
