@@ -42,7 +42,8 @@ def test_target_args(target, args):
 
 
 def _drill(rpo: str, lost: int) -> Drill:
-    target = Target("x", timedelta(minutes=5), timedelta(seconds=float(rpo)))
+    zero = float(rpo) == 0  # as parse_targets makes it: RPO 0 promises zero lost commits
+    target = Target("x", timedelta(minutes=5), timedelta(seconds=float(rpo)), 0 if zero else None)
     d = Drill("x", "m", target)
     d.rto_seconds = 1.0
     d.rpo = RpoMeasurement(0.3, 5, 10, lost, tuple(range(lost)), 0, 0)

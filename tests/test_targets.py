@@ -61,3 +61,9 @@ def test_project_targets_parse(pytestconfig):
     targets = load_targets(pyproject=pytestconfig.rootpath / "pyproject.toml")
     assert targets.for_scenario("accidental-deletion").rpo == timedelta(minutes=2)
     assert targets.default.rto == timedelta(hours=4)
+
+
+def test_rpo_zero_means_no_acknowledged_commit_may_be_lost():
+    targets = parse_targets({"predeploy-rollback": {"rto": "30min", "rpo": "0s"}}, source="test")
+    assert targets.for_scenario("predeploy-rollback").max_lost_commits == 0
+    assert targets.for_scenario("other").max_lost_commits is None
