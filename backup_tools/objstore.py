@@ -19,6 +19,7 @@ import io
 import json
 import os
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -76,10 +77,13 @@ class StoredObject:
 
 
 class _Hashing(io.RawIOBase):
-    """Counts and hashes what is read through it."""
+    """Counts and hashes what is read through it; each chunk is hashed in a helper thread while the reader
+    compresses/encrypts it (hashlib and zstd both release the GIL), one chunk in flight, in order."""
 
     def __init__(self, raw: BinaryIO):
-        self._raw, self.hash, self.size = raw, hashlib.sha256(), 0
+        self._raw, self._hash, self.size = raw, hashlib.sha256(), 0
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256")
+        self._pending: Future[None] | None = None
 
     def readable(self) -> bool:
         return True
@@ -87,9 +91,23 @@ class _Hashing(io.RawIOBase):
     def readinto(self, buffer) -> int:  # type: ignore[override]
         data = self._raw.read(len(buffer))
         buffer[: len(data)] = data
-        self.hash.update(data)
+        if self._pending is not None:
+            self._pending.result()
+        if data:
+            self._pending = self._worker.submit(self._hash.update, data)
         self.size += len(data)
         return len(data)
+
+    def hexdigest(self) -> str:
+        """The sha256 of everything read."""
+        if self._pending is not None:
+            self._pending.result()
+            self._pending = None
+        return self._hash.hexdigest()
+
+    def close(self) -> None:
+        self._worker.shutdown(wait=True)
+        super().close()
 
 
 def _sealed(src: BinaryIO, *, codec: str, sealing: Sealing | None, scope: str, name: str) -> BinaryIO:
@@ -142,9 +160,12 @@ def _store_stream(
     repo: Repository, key: str, src: BinaryIO, *, codec: str, sealing: Sealing | None, scope: str, name: str
 ) -> StoredObject:
     hashing = _Hashing(src)
-    body = _sealed(io.BufferedReader(hashing, CHUNK), codec=codec, sealing=sealing, scope=scope, name=name)  # type: ignore[arg-type]
-    info = repo.put_stream(key, body)
-    return StoredObject(key, info.size, info.sha256, hashing.size, hashing.hash.hexdigest(), codec)
+    try:
+        body = _sealed(io.BufferedReader(hashing, CHUNK), codec=codec, sealing=sealing, scope=scope, name=name)  # type: ignore[arg-type]
+        info = repo.put_stream(key, body)
+        return StoredObject(key, info.size, info.sha256, hashing.size, hashing.hexdigest(), codec)
+    finally:
+        hashing._worker.shutdown(wait=True)
 
 
 def open_object(
