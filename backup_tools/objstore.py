@@ -19,13 +19,13 @@ import io
 import json
 import os
 import uuid
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from backup_tools.compress import check_codec, compressing_reader, decompressing_reader
 from backup_tools.errors import IntegrityError, RepositoryError
+from backup_tools.objstreams import Chain, CheckedPlain, Hashing, Named
 from backup_tools.repository import CHUNK, FileRepository, HashingReader, Repository, fsync_dir
 
 ENVELOPE_MAGIC = b"PGDW1\n"
@@ -76,40 +76,6 @@ class StoredObject:
     codec: str
 
 
-class _Hashing(io.RawIOBase):
-    """Counts and hashes what is read through it; each chunk is hashed in a helper thread while the reader
-    compresses/encrypts it (hashlib and zstd both release the GIL), one chunk in flight, in order."""
-
-    def __init__(self, raw: BinaryIO):
-        self._raw, self._hash, self.size = raw, hashlib.sha256(), 0
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256")
-        self._pending: Future[None] | None = None
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:  # type: ignore[override]
-        data = self._raw.read(len(buffer))
-        buffer[: len(data)] = data
-        if self._pending is not None:
-            self._pending.result()
-        if data:
-            self._pending = self._worker.submit(self._hash.update, data)
-        self.size += len(data)
-        return len(data)
-
-    def hexdigest(self) -> str:
-        """The sha256 of everything read."""
-        if self._pending is not None:
-            self._pending.result()
-            self._pending = None
-        return self._hash.hexdigest()
-
-    def close(self) -> None:
-        self._worker.shutdown(wait=True)
-        super().close()
-
-
 def _sealed(src: BinaryIO, *, codec: str, sealing: Sealing | None, scope: str, name: str) -> BinaryIO:
     stream = compressing_reader(src, codec=codec)
     if sealing is None:
@@ -152,14 +118,14 @@ def store_object(
         header["encryption"] = sealing.meta if sealing else None
         head = ENVELOPE_MAGIC + json.dumps(header, sort_keys=True).encode() + b"\n"
         body = _sealed(raw, codec=codec, sealing=sealing, scope=scope, name=name)
-        info = repo.put_stream(key, io.BufferedReader(_Chain(head, body), CHUNK))  # type: ignore[arg-type]
+        info = repo.put_stream(key, io.BufferedReader(Chain(head, body), CHUNK))  # type: ignore[arg-type]
         return StoredObject(key, info.size, info.sha256, plain_size, plain_sha, codec)
 
 
 def _store_stream(
     repo: Repository, key: str, src: BinaryIO, *, codec: str, sealing: Sealing | None, scope: str, name: str
 ) -> StoredObject:
-    hashing = _Hashing(src)
+    hashing = Hashing(src)
     try:
         body = _sealed(io.BufferedReader(hashing, CHUNK), codec=codec, sealing=sealing, scope=scope, name=name)  # type: ignore[arg-type]
         info = repo.put_stream(key, body)
@@ -190,10 +156,10 @@ def open_object(
             object_name=key.rsplit("/", 1)[-1],
         )  # fmt: skip
     if codec == "none" and sealing is None and sha256 is not None and plain_sha256 in (None, sha256):
-        return io.BufferedReader(_Named(stream, key=key, url=repo.url), CHUNK)  # type: ignore[arg-type,return-value]
+        return io.BufferedReader(Named(stream, key=key, url=repo.url), CHUNK)  # type: ignore[arg-type,return-value]
     stream = decompressing_reader(stream, codec=codec)
-    reader = HashingReader(stream, key=key, expected_sha256=plain_sha256, expected_size=plain_size)  # type: ignore[arg-type]
-    return io.BufferedReader(_Named(reader, key=key, url=repo.url), CHUNK)  # type: ignore[return-value]
+    reader = CheckedPlain(stream, key=key, sha256=plain_sha256, size=plain_size)
+    return io.BufferedReader(Named(reader, key=key, url=repo.url), CHUNK)  # type: ignore[arg-type,return-value]
 
 
 def read_envelope(repo: Repository, key: str) -> tuple[dict[str, Any], BinaryIO]:
@@ -231,7 +197,7 @@ def open_envelope(repo: Repository, key: str, *, key_file: str | os.PathLike[str
         )  # fmt: skip
     stream = decompressing_reader(stream, codec=header.get("codec", "none"))
     reader = HashingReader(stream, key=key, expected_sha256=header["sha256"], expected_size=int(header["size"]))  # type: ignore[arg-type]
-    return io.BufferedReader(_Named(reader, key=key, url=repo.url), CHUNK)  # type: ignore[return-value]
+    return io.BufferedReader(Named(reader, key=key, url=repo.url), CHUNK)  # type: ignore[return-value]
 
 
 def copy_to_file(src: BinaryIO, dest: Path, *, durable: bool = True) -> int:
@@ -285,45 +251,3 @@ def _link_into(repo: FileRepository, key: str, src: Path, *, sha256: str | None 
         size = os.fstat(f.fileno()).st_size
     fsync_dir(dest.parent)
     return StoredObject(key, size, digest, size, digest, "none")
-
-
-class _Chain(io.RawIOBase):
-    """A header's bytes followed by a stream."""
-
-    def __init__(self, head: bytes, body: BinaryIO):
-        self._head, self._body = memoryview(head), body
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:  # type: ignore[override]
-        if self._head:
-            n = min(len(buffer), len(self._head))
-            buffer[:n] = self._head[:n]
-            self._head = self._head[n:]
-            return n
-        data = self._body.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
-
-
-class _Named(io.RawIOBase):
-    """Makes every IntegrityError raised while reading name the object and repository."""
-
-    def __init__(self, raw: io.RawIOBase, *, key: str, url: str):
-        self._raw, self._key, self._url = raw, key, url
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:  # type: ignore[override]
-        try:
-            return self._raw.readinto(buffer)
-        except IntegrityError as e:
-            if self._key in str(e):
-                raise
-            raise IntegrityError(f"{self._key} in {self._url}: {e}") from e
-
-    def close(self) -> None:
-        self._raw.close()
-        super().close()
