@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from backup_tools.errors import BackupToolsError, RecoveryError
 from backup_tools.objstore import copy_to_file, open_object, open_sealing
 from backup_tools.pgbin import PgBin
 from backup_tools.pitr import RecoveryTarget
+from backup_tools.ports import free_port
 from backup_tools.repository import BACKUPS, Repository
 from backup_tools.verify import fingerprint
 from backup_tools.wal import WalReport, check_continuity
@@ -123,13 +123,6 @@ def _restore_test(
     finally:
         stop_restored(data, pg=pg, mode="immediate")
         shutil.rmtree(base, ignore_errors=True)
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 nothing listens on now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def fingerprint_all(socket_dir: Path, port: int, *, user: str) -> dict[str, Any]:

@@ -30,7 +30,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from backup_tools.pgbin import find_pg_bin  # noqa: E402
-from fixtures.cluster import Cluster, free_port  # noqa: E402
+from backup_tools.ports import free_port  # noqa: E402
+from fixtures.cluster import Cluster  # noqa: E402
 
 
 def timed(args: list[str], **kwargs) -> float:

@@ -35,17 +35,11 @@ sys.path.insert(0, str(ROOT))
 
 from backup_tools.keys import generate_key_file_text  # noqa: E402
 from backup_tools.objstore import drain, new_sealing, open_object, store_object  # noqa: E402
+from backup_tools.ports import free_port  # noqa: E402
 from backup_tools.s3repo import S3Repository  # noqa: E402
 
 BUCKET, CREDS = "bench", ("bench-key", "bench-secret")
 MB = 1_000_000
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_moto() -> tuple[subprocess.Popen, str]:

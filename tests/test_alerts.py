@@ -24,18 +24,11 @@ from backup_tools.cli import main
 from backup_tools.errors import UsageError
 from backup_tools.monitor import run_checks
 from backup_tools.monitor_config import MonitorConfig
+from backup_tools.ports import free_port
 from tests.monitor_env import RepoHistory
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 PASSWORD = "s3cret-Sm7p-pass"
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

@@ -54,7 +54,7 @@ def restored_fingerprint(make_cluster, repo, pg_bin: PgBin, tmp_path: Path, **re
     result = restore(repo, to=data, pg=pg_bin, log=quiet, **restore_args)
     sock = tmp_path / f"sock-{data.name}"
     sock.mkdir()
-    from fixtures.cluster import free_port
+    from backup_tools.ports import free_port
 
     port = free_port()
     try:

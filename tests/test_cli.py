@@ -10,8 +10,8 @@ import time
 import psycopg
 import pytest
 
+from backup_tools.ports import free_port
 from backup_tools.verify import Fingerprint, fingerprint
-from fixtures.cluster import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -276,9 +276,9 @@ def test_killed_cli_copy_resumes(s3: S3Service, s3_prefix: str, tmp_path: Path):
 
 
 def _restore_and_fingerprint(repo: Repository, pg_bin, tmp_path: Path, *, key_file: str | None = None):
+    from backup_tools.ports import free_port
     from backup_tools.restore import restore, start_restored, stop_restored
     from backup_tools.verify import fingerprint
-    from fixtures.cluster import free_port
 
     data, sock = tmp_path / "restored", tmp_path / "restored-sock"
     sock.mkdir()

@@ -25,9 +25,9 @@ from backup_tools.errors import (
 )
 from backup_tools.pgbin import PgBin
 from backup_tools.pgrestore import restore_logical
+from backup_tools.ports import free_port
 from backup_tools.repository import FileRepository
 from backup_tools.verify import Fingerprint
-from fixtures.cluster import free_port
 from fixtures.seed import APP_TABLES
 from tests.logical_env import *  # noqa: F403  (fixtures: server, source, target, repo)
 from tests.logical_env import Db, new_db, repo_snapshot

@@ -13,9 +13,9 @@ from backup_tools.backup import physical_backup
 from backup_tools.catalog import BackupRecord
 from backup_tools.errors import BackupNotFound, RecoveryError, UsageError
 from backup_tools.pitr import RecoveryTarget, choose_backup, configure_recovery, recovery_settings
+from backup_tools.ports import free_port
 from backup_tools.repository import FileRepository
 from backup_tools.restore import restore, server_running, start_restored, stop_restored
-from fixtures.cluster import free_port
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 

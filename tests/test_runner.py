@@ -12,8 +12,8 @@ import pytest
 
 from backup_tools.connection import ConnInfo, connect, libpq_env, redact_dsn
 from backup_tools.errors import BinaryNotFound, ConnectionFailed, ToolFailed, UsageError, VersionMismatch
+from backup_tools.ports import free_port
 from backup_tools.runner import check_tool_version, error_summary, redact, run, run_pipeline
-from fixtures.cluster import free_port
 
 
 def test_a_failing_first_stage_fails_the_pipeline_even_when_the_last_succeeds():

@@ -16,9 +16,9 @@ import urllib3
 from botocore.exceptions import ConnectionClosedError
 
 from backup_tools.errors import RepositoryError
+from backup_tools.ports import free_port
 from backup_tools.verify import fingerprint
 from backup_tools.wal import wal_fetch, wal_push
-from fixtures.cluster import free_port
 from tests.test_wal import SEG, fake_segment
 
 pytestmark = pytest.mark.integration
