@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from backup_tools.catalog import BackupRecord
 from backup_tools.errors import RepositoryError, UsageError
 from backup_tools.lsn import format_lsn, parse_segment_name, segment_name_from_number
-from backup_tools.repository import FileRepository
 from backup_tools.prune import prune
+from backup_tools.repository import FileRepository
 from backup_tools.retention import (
     DELETING,
     RetentionPlan,
