@@ -35,8 +35,10 @@ _GROUPS = {  # verb -> (module, function adding its group); main() builds only t
     **dict.fromkeys(("verify", "check", "prune", "keygen"), ("cli_repo", "add_repo_parsers")),
     "evidence": ("evidence_cli", "add_evidence_parser"),
     **dict.fromkeys(("copy", "storage"), ("offsite_cli", "add_offsite_parsers")),
+    "rekey": ("cli_keys", "add_key_parsers"),
 }
-_ORDER = ("backup", "wal-push", "list", "restore", "verify", "evidence", "copy")  # --help lists groups in this order
+# --help lists the groups in this order
+_ORDER = ("backup", "wal-push", "list", "restore", "verify", "evidence", "copy", "rekey")
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
