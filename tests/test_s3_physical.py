@@ -139,3 +139,21 @@ def test_wal_push_conditional_put_conflict_with_different_content_is_refused(s3,
     assert raced == [f"wal/{SEG}"]
     assert wal_fetch(SEG, tmp_path / "back", repo=repo) == first.stat().st_size
     assert Path(tmp_path / "back").read_bytes() == first.read_bytes()
+
+
+def test_cli_wal_push_whose_answer_the_proxy_lost_succeeds(s3, s3_prefix, tmp_path):
+    from fixtures.faultproxy import fault_proxy
+
+    url, seg = s3.repo_url(s3.primary_region, s3_prefix), fake_segment(tmp_path / SEG)
+    with fault_proxy(s3.endpoint) as proxy:
+        env = s3.env() | {"AWS_ENDPOINT_URL": proxy.url}
+        proxy.lose_answer(1, method="PUT", path=f"/wal/{SEG}")  # stored upstream, the reply never arrives
+        cli("wal-push", str(seg), "--repo", url, env=env)  # the retry's conditional PUT finds the same sha256
+        assert proxy.count("PUT", f"/wal/{SEG}") == 2
+        (tmp_path / "other").mkdir()
+        different = fake_segment(tmp_path / "other" / SEG, fill=b"z")
+        refused = subprocess.run([sys.executable, "-m", "backup_tools", "wal-push", str(different), "--repo", url],
+                                 capture_output=True, text=True, timeout=120, env={**os.environ, **env})  # fmt: skip
+        assert refused.returncode == 1 and "DIFFERENT content" in refused.stderr
+    cli("wal-fetch", SEG, str(tmp_path / "back"), "--repo", url, env=s3.env())
+    assert (tmp_path / "back").read_bytes() == seg.read_bytes()
