@@ -8,6 +8,7 @@ from typing import Any
 
 from backup_tools.cli_common import add_key, add_pgbin, add_repo, add_verb, log, pg_for
 from backup_tools.errors import UsageError
+from backup_tools.placement import STORAGE_CLASSES, placement_for
 from backup_tools.repository import open_repository
 
 PHYSICAL_FORMATS, LOGICAL_FORMATS = ("tar", "plain"), ("custom", "directory", "plain")
@@ -16,6 +17,7 @@ PHYSICAL_FORMATS, LOGICAL_FORMATS = ("tar", "plain"), ("custom", "directory", "p
 def cmd_backup(args: argparse.Namespace) -> int:
     """Take a backup."""
     repo = open_repository(args.repo)
+    repo.placement = placement_for(repo, storage_class=args.storage_class, lock_days=args.lock_days)  # type: ignore[attr-defined]
     if args.kind == "logical":
         from backup_tools.dump import backup_logical
 
@@ -57,6 +59,10 @@ def add_backup_parser(verbs: Any) -> None:
     b.add_argument("--jobs", type=int, default=1, help="logical only: parallel pg_dump jobs (needs --format directory)")
     b.add_argument("--table", action="append", metavar="NAME", help="logical only: dump this table (repeatable)")
     b.add_argument("--compress", choices=("zstd", "gzip", "none"), default="zstd", help="default zstd")
+    b.add_argument("--storage-class", choices=STORAGE_CLASSES,
+                   help="S3 storage class of the backup's data objects (e.g. GLACIER for monthly archives)")  # fmt: skip
+    b.add_argument("--lock-days", type=int, metavar="N",
+                   help="S3 Object Lock (COMPLIANCE) every object of the backup for N days (bucket needs Object Lock)")  # fmt: skip
     b.add_argument("--staging-dir", help="where pg_basebackup writes before upload (default: inside a file:// repo)")
     add_key(b)
     add_pgbin(b)

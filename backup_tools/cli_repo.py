@@ -91,6 +91,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
     result = prune(open_repository(args.repo), policy, now=datetime.now(UTC), dry_run=args.dry_run, tz=args.tz, log=log)
     verb = "would delete" if args.dry_run else "deleted"
     print(f"{verb} {len(result.plan.delete)} backup(s) and {len(result.plan.wal_delete)} WAL file(s)")
+    for backup_id, until in sorted(result.locked.items()):
+        print(f"locked {backup_id}: S3 Object Lock until {until.isoformat(timespec='minutes')}, deletable after that")
     return 0
 
 

@@ -79,6 +79,9 @@ def _restore_logical(args: argparse.Namespace, repo: Repository, target: Recover
         chosen = records[-1]
     else:
         raise UsageError(f"no finished logical backup in {repo.url}; take one with --kind logical")
+    from backup_tools.placement import request_restores
+
+    request_restores(repo, [chosen], log=log)
     restore_logical(repo, chosen.id, args.dsn, tables=args.table or (), jobs=args.jobs, key_file=args.key_file,
                     pg=pg_for(args), log=log)  # fmt: skip
     print(chosen.id)

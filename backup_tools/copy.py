@@ -19,10 +19,11 @@ from datetime import UTC, datetime
 from typing import Any, BinaryIO
 
 from backup_tools.catalog import CATALOG_NAME, BackupRecord
-from backup_tools.errors import BackupToolsError, IntegrityError, RepositoryError, UsageError
+from backup_tools.errors import BackupToolsError, IntegrityError, RepositoryError, UsageError, VersionMismatch
 from backup_tools.lsn import classify, parse_lsn, segment_name
 from backup_tools.objstore import read_envelope
 from backup_tools.pitr import backup_chain
+from backup_tools.placement import Placement, is_archived
 from backup_tools.repository import BACKUPS, CHUNK, WAL, Repository
 from backup_tools.wal import IDENTITY_KEY, wal_names
 
@@ -72,9 +73,15 @@ def _sha256_of(stream: BinaryIO) -> tuple[int, str]:
 
 
 def _dest_sha256(dst: Repository, key: str) -> str | None:
-    """Read an object back from the destination and hash it (None when it is not there)."""
+    """Read an object back from the destination and hash it (None when it is not there).
+
+    An object archived at the destination (copy --storage-class GLACIER) cannot be read back: its sha256
+    is the one hashed from the bytes streamed to it, recorded with the object.
+    """
     if not dst.exists(key):
         return None
+    if getattr(getattr(dst, "placement", None), "archived", False) and is_archived(dst, key):
+        return dst.stored_sha256(key)  # type: ignore[attr-defined]
     return _sha256_of(dst.open_raw(key))[1]
 
 
@@ -157,6 +164,12 @@ def _check_identity(src: Repository, dst: Repository, tally: _Tally, log: Log) -
                 f"{dst.url} holds backups of database system {theirs.get('system_identifier')}, {src.url} of "
                 f"system {mine.get('system_identifier')}; copy into a separate repository per cluster"
             )
+        if str(theirs.get("pg_major")) != str(mine.get("pg_major")):
+            raise VersionMismatch(
+                f"{dst.url} holds PostgreSQL {theirs.get('pg_major')} backups, {src.url} PostgreSQL "
+                f"{mine.get('pg_major')} ones (a major upgrade keeps the system identifier); copy into a new "
+                "repository for the new major version"
+            )
         return
     copy_object(src, dst, IDENTITY_KEY, sha256=None, size=None, tally=tally, log=log)
 
@@ -194,10 +207,15 @@ def _pushed_at(src: Repository, name: str) -> datetime | None:
 
 
 def copy_backups(src: Repository, dst: Repository, *, backup: str = "latest", all_wal: bool = False,
-                 log: Log = print) -> CopyResult:  # fmt: skip
-    """Copy backups (with their chains) and the WAL they need to dst, verify every object there, catalogs last."""
+                 placement: Placement | None = None, log: Log = print) -> CopyResult:  # fmt: skip
+    """Copy backups (with their chains) and the WAL they need to dst, verify every object there, catalogs last.
+
+    placement: storage class / Object Lock of the copied backups' objects at dst (placement.placement_for).
+    """
     if src.url == dst.url:
         raise UsageError(f"--repo and --to-repo are the same repository ({src.url}); copy to another one")
+    if placement is not None:
+        dst.placement = placement  # type: ignore[attr-defined]
     began = datetime.now(UTC)
     records = select_backups(src, backup)
     try:
@@ -261,4 +279,5 @@ def _write_catalog(src: Repository, dst: Repository, record: BackupRecord, *, co
     info = {"source": src.url, "copied_at": completed.isoformat(), "lag_seconds": round(lag, 3),
             "newest_wal": newest_wal, "wal_lag_seconds": None if wal_lag is None else round(wal_lag, 3)}  # fmt: skip
     log(f"### Listing {record.id} at {dst.url} (copy lag {lag:.0f} s)")
-    dst.write_catalog(current.with_changes(options={**current.options, "copy": info}))
+    options = {k: v for k, v in current.options.items() if k not in ("storage_class", "lock_until")}  # dst's own
+    dst.write_catalog(current.with_changes(options={**options, "copy": info}))

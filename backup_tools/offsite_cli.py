@@ -26,9 +26,11 @@ def _print_json(doc: Any) -> None:
 def cmd_copy(args: argparse.Namespace) -> int:
     """Copy backups and their WAL to another repository, verified there."""
     from backup_tools.copy import copy_backups
+    from backup_tools.placement import placement_for
 
     src, dst = open_repository(args.repo), open_repository(args.to_repo)
-    result = copy_backups(src, dst, backup=args.backup, all_wal=args.all_wal, log=_log)
+    placement = placement_for(dst, storage_class=args.storage_class, lock_days=args.lock_days)
+    result = copy_backups(src, dst, backup=args.backup, all_wal=args.all_wal, placement=placement, log=_log)
     if args.json:
         _print_json(result.to_dict())
         return 0
@@ -51,6 +53,10 @@ def add_copy_parser(verbs: argparse._SubParsersAction) -> None:
     c.add_argument("--backup", default="latest", metavar="ID", help="backup id, 'latest' (default) or 'all'")
     c.add_argument("--all-wal", action="store_true", help="copy every archived WAL file, not only from the backups on")
     c.add_argument("--json", action="store_true", help="print the result (counts, copy lag) as JSON")
+    c.add_argument("--storage-class", choices=("STANDARD", "STANDARD_IA", "GLACIER", "DEEP_ARCHIVE"),
+                   help="S3 storage class of the copied backups' data objects (e.g. GLACIER in the DR bucket)")  # fmt: skip
+    c.add_argument("--lock-days", type=int, metavar="N",
+                   help="S3 Object Lock (COMPLIANCE) the copied backups' objects for N days at the destination")  # fmt: skip
     c.set_defaults(func=cmd_copy)
 
 

@@ -26,6 +26,7 @@ from backup_tools.lsn import find_gaps, parse_lsn, parse_segment_name, segment_n
 from backup_tools.objstore import open_sealing
 from backup_tools.pgbin import PgBin
 from backup_tools.pitr import RecoveryTarget, backup_chain, choose_backup, configure_recovery, recovery_settings
+from backup_tools.placement import request_restores
 from backup_tools.repository import WAL, FileRepository, Repository
 from backup_tools.runner import run
 from backup_tools.serverstart import StartedServer, server_running, start_restored, stop_restored
@@ -127,6 +128,7 @@ def restore(
     if record.kind == "logical":
         raise UsageError(f"backup {record.id} is logical: restore it with --dsn DSN instead of --to DIR")
     chain = backup_chain(repo, record)
+    request_restores(repo, chain, log=log)  # archived objects: RestorePending before anything is written
     names = wal_names(repo)
     check_wal_for(repo, record, target, log=log, names=names)
     sealings = {r.id: open_sealing(r.encryption, key_file=key_file) for r in chain}

@@ -163,8 +163,12 @@ def plan_retention(
     tz: str = "UTC",
     wal: Iterable[str] = (),
     wal_segment_size: int | None = None,
+    locked: Mapping[str, datetime] | None = None,
 ) -> RetentionPlan:
-    """Decide per backup keep/delete under a GFS policy (logical and physical backups counted separately)."""
+    """Decide per backup keep/delete under a GFS policy (logical and physical backups counted separately).
+
+    locked: backups under S3 Object Lock until a date; they are kept (with their parents and WAL) until then.
+    """
     if now.tzinfo is None:
         raise UsageError("`now` must be timezone-aware (e.g. datetime.now(UTC)); a naive time is ambiguous")
     _zone(tz)
@@ -186,6 +190,9 @@ def plan_retention(
         settled = [r for r in members if not (r.status == "STARTED" and _age(r, now) < STALE_STARTED)]
         if not settled or not settled[-1].is_good:
             frozen.add(series)
+    for backup_id, until in (locked or {}).items():
+        if backup_id in by_id and not by_id[backup_id].options.get(DELETING):
+            keep[backup_id].append(f"Object Lock until {until.astimezone(UTC):%Y-%m-%d %H:%M} UTC: deletable after")
     _keep_parents(recs, by_id, keep, warnings)
     has_good = {_series(r) for r in live if r.is_good}
     for r in live:

@@ -20,14 +20,16 @@ from botocore import exceptions as bx
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from backup_tools.catalog import CATALOG_NAME, BackupRecord
 from backup_tools.errors import RepositoryError, UsageError
-from backup_tools.repository import ObjectInfo, Repository, _is_stale
+from backup_tools.repository import BACKUPS, ObjectInfo, Repository, _is_stale
 from backup_tools.s3stream import BOTO, HashingSource, ResumingBody, error_code, no_clobber, read_full
 
 MiB = 1 << 20
 SHA_META = "sha256"  # x-amz-meta-sha256 on single-part objects, an object tag on multipart ones
 AUTH_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken", "ExpiredToken", "403"}
 CONFLICT = ("PreconditionFailed", "ConditionalRequestConflict")
+METADATA = (CATALOG_NAME, "backup_manifest")  # small objects readers need at once: never archived
 
 
 class RestorePending(RepositoryError):
@@ -86,6 +88,9 @@ class S3Repository(Repository):
         parsed = urlparse(self._c.meta.endpoint_url)
         self.endpoint = f"{parsed.scheme}://{parsed.hostname}" + (f":{parsed.port}" if parsed.port else "")
         self._bucket_ok = False
+        self.placement: Any = (
+            None  # a placement.Placement for backup objects (backup/copy --storage-class, --lock-days)
+        )
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> S3Repository:
@@ -162,6 +167,10 @@ class S3Repository(Repository):
     ) -> ObjectInfo:
         """Stream src to key (multipart above part_size); with overwrite=False an existing key is never replaced."""
         full, client = self._full(key), (self._c if overwrite else self._c_new)
+        if self.placement is not None and key.startswith(BACKUPS + "/"):
+            data_object = key.rsplit("/", 1)[-1] not in METADATA
+            storage_class = storage_class or (self.placement.storage_class if data_object else None)
+            retain_until = retain_until or self.placement.retain_until
         extra: dict[str, Any] = {"StorageClass": storage_class or self.storage_class}
         if retain_until is not None:
             extra |= {"ObjectLockMode": self.lock_mode, "ObjectLockRetainUntilDate": retain_until}
@@ -188,6 +197,16 @@ class S3Repository(Repository):
     def put_bytes(self, key: str, data: bytes, *, overwrite: bool = False, **options: Any) -> ObjectInfo:
         """Store a small object (options as for put_stream: storage_class, retain_until)."""
         return self.put_stream(key, io.BytesIO(data), overwrite=overwrite, **options)
+
+    def write_catalog(self, record: BackupRecord) -> None:
+        """Write a catalog record; under Object Lock (options lock_until) the new version stays locked too."""
+        if self.placement is not None:
+            record = record.with_changes(options={**record.options, **self.placement.options()})
+        until = record.options.get("lock_until")
+        retain = datetime.fromisoformat(until) if until else None
+        retain = retain if retain is not None and retain > datetime.now(UTC) else None
+        key = f"{BACKUPS}/{record.id}/{CATALOG_NAME}"
+        self.put_bytes(key, record.to_json().encode(), overwrite=True, retain_until=retain)
 
     def open_raw(self, key: str) -> BinaryIO:
         try:
