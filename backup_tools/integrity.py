@@ -1,4 +1,4 @@
-"""`backup-tools verify` and `check`: re-read backups against their checksums, restore-test them, check freshness and WAL."""
+"""`backup-tools verify`: re-read backups against their checksums and restore-test them (`check` is monitor.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,6 @@ from backup_tools.pitr import RecoveryTarget
 from backup_tools.ports import free_port
 from backup_tools.repository import BACKUPS, Repository
 from backup_tools.verify import fingerprint
-from backup_tools.wal import WalReport, check_continuity
 
 Log = Callable[[str], Any]
 
@@ -135,40 +134,3 @@ def fingerprint_all(socket_dir: Path, port: int, *, user: str) -> dict[str, Any]
         with psycopg.connect(dbname=name, **conninfo) as conn:
             out[name] = fingerprint(conn).to_dict()
     return out
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    """Repository health: newest good backup and its age, WAL continuity, problems (empty when healthy)."""
-
-    newest: str | None
-    age_seconds: float | None
-    wal: WalReport
-    problems: tuple[str, ...]
-
-    @property
-    def ok(self) -> bool:
-        """True when the repository is healthy."""
-        return not self.problems
-
-
-def check_repo(repo: Repository, *, max_age: timedelta, now: datetime | None = None) -> CheckResult:
-    """Freshness of the newest good backup, FAILED newest backups, and WAL gaps per timeline."""
-    now = now or datetime.now(UTC)
-    records = repo.list_backups()
-    good = [r for r in records if r.is_good]
-    problems: list[str] = []
-    newest, age = (
-        (good[-1].id, (now - (good[-1].stop_time or good[-1].start_time)).total_seconds()) if good else (None, None)
-    )
-    if newest is None:
-        problems.append("no finished backup in the repository: take one with `backup-tools backup`")
-    elif age is not None and age > max_age.total_seconds():
-        problems.append(
-            f"newest good backup {newest} is {age / 3600:.1f} h old (limit {max_age}); is the schedule running?"
-        )
-    if records and records[-1].status == "FAILED":
-        problems.append(f"the newest backup {records[-1].id} FAILED: {records[-1].options.get('error', '?')}")
-    wal = check_continuity(repo)
-    problems += [line for line in wal.lines() if line.startswith(("GAP", "backup "))]
-    return CheckResult(newest, age, wal, tuple(problems))
