@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import IO, Any, Generic, TypeVar
 
 from backup_tools.errors import BinaryNotFound, ToolFailed, VersionMismatch
+from backup_tools.pgbin import tool_version
 
 T = TypeVar("T")
 Argv = Sequence[str | os.PathLike[str]]
@@ -27,7 +28,6 @@ _SECRET_PATTERNS = (
     (re.compile(r"(AWS_SECRET_ACCESS_KEY=)\S+"), r"\1***"),
 )
 _ERROR_LINE = re.compile(r"\b(error|fatal|panic|failed)\b", re.I)
-_VERSION = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
 
 
 def redact(text: str) -> str:
@@ -235,21 +235,9 @@ def _read(f: IO[bytes]) -> str:
     return f.read().decode(errors="replace")
 
 
-def tool_major(tool: Path) -> tuple[str, int]:
-    """Run `tool --version` and return (version, major), or raise BinaryNotFound."""
-    done = run([tool, "--version"], timeout=30, check=False)
-    match = _VERSION.search(done.stdout)
-    if done.returncode != 0 or not match:
-        raise BinaryNotFound(
-            f"{tool} --version did not print a PostgreSQL version (exit {done.returncode}: "
-            f"{tail(done.stderr or done.stdout, 2)}); is this a PostgreSQL program?"
-        )
-    return match.group(0).split()[-1], int(match.group(1))
-
-
 def check_tool_version(tool: Path, server_version_num: int, *, minimum_major: int | None = None) -> int:
     """Refuse a tool older than the server's major version (or minimum_major); return the tool's major."""
-    version, major = tool_major(tool)
+    version, major = tool_version(tool)
     server_major = server_version_num // 10000  # 180001 -> 18; 90624 (9.6) -> 9
     needed = max(server_major, minimum_major or 0)
     if major < needed:
