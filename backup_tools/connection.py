@@ -86,10 +86,6 @@ class ConnInfo:
             shown["password"] = "***"
         return make_conninfo(**shown)
 
-    def with_params(self, **params: str) -> ConnInfo:
-        """A copy with some parameters replaced (the password kept)."""
-        return ConnInfo({**self.params, **params}, self.password)
-
     def dsn(self) -> str:
         """The full connection string, password included: only for in-process libpq, never argv or logs."""
         extra = {"password": self.password} if self.password is not None else {}
