@@ -195,7 +195,7 @@ def check_wal(
     if not physical and not names:
         return []
     size = int(physical[0].options.get("wal_segment_size", 16 * 1024 * 1024)) if physical else 16 * 1024 * 1024
-    report = check_continuity(repo, wal_segment_size=size)
+    report = check_continuity(repo, wal_segment_size=size, names=names, records=records)
     floor = None
     if physical:
         start = parse_segment_name(_segment_of(physical[0], size), wal_segment_size=size)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from backup_tools.catalog import BackupRecord
 from backup_tools.errors import IntegrityError, RepositoryError, UsageError, WalMissing
 from backup_tools.lsn import WalGap, classify, find_gaps, parse_lsn, segments_between
 from backup_tools.objstore import copy_to_file, drain, new_sealing, open_envelope, read_envelope, store_object
@@ -165,9 +166,18 @@ def wal_names(repo: Repository) -> list[str]:
     return [k.rsplit("/", 1)[-1] for k in repo.list(f"{WAL}/") if classify(k.rsplit("/", 1)[-1])]
 
 
-def check_continuity(repo: Repository, *, wal_segment_size: int = 16 * 1024 * 1024) -> WalReport:
-    """Find WAL gaps per timeline and check each good physical backup's start..stop segments are archived."""
-    names = wal_names(repo)
+def check_continuity(
+    repo: Repository,
+    *,
+    wal_segment_size: int = 16 * 1024 * 1024,
+    names: list[str] | None = None,
+    records: list[BackupRecord] | None = None,
+) -> WalReport:
+    """Find WAL gaps per timeline and check each good physical backup's start..stop segments are archived.
+
+    names / records: the repository's WAL names and catalog records when the caller has already read them.
+    """
+    names = wal_names(repo) if names is None else names
     present = set(names)
     timelines: dict[int, tuple[str, str]] = {}
     for name in sorted(names):
@@ -176,7 +186,7 @@ def check_continuity(repo: Repository, *, wal_segment_size: int = 16 * 1024 * 10
             first, _ = timelines.get(wal.timeline, (name, name))
             timelines[wal.timeline] = (first, name)
     missing: dict[str, list[str]] = {}
-    for record in repo.list_backups():
+    for record in repo.list_backups() if records is None else records:
         if record.is_good and record.kind in ("full", "incremental") and record.start_lsn and record.stop_lsn:
             size = int(record.options.get("wal_segment_size", wal_segment_size))
             start, stop = parse_lsn(record.start_lsn), parse_lsn(record.stop_lsn)
