@@ -99,7 +99,8 @@ def store_object(
 ) -> StoredObject:
     """Store a file or stream under key (never overwriting); with envelope, a self-describing WAL-style object.
 
-    sha256: the caller already hashed the file src while it was written; a hard link then skips re-reading it.
+    sha256: the caller already hashed the file src (while it was written, or wal-push before checking for a
+    copy already archived); a hard link or an envelope header then uses it instead of re-reading the file.
     """
     check_codec(codec)
     name = key.rsplit("/", 1)[-1]
@@ -112,7 +113,7 @@ def store_object(
     with open(src, "rb") as raw:
         if envelope is None:
             return _store_stream(repo, key, raw, codec=codec, sealing=sealing, scope=scope, name=name)
-        plain_sha, plain_size = _file_sha256(raw), os.fstat(raw.fileno()).st_size
+        plain_sha, plain_size = sha256 or _file_sha256(raw), os.fstat(raw.fileno()).st_size
         raw.seek(0)
         header = {**envelope, "size": plain_size, "sha256": plain_sha, "codec": codec}
         header["encryption"] = sealing.meta if sealing else None

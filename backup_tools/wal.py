@@ -91,16 +91,15 @@ def wal_push(
         compression = "none"  # small text files: keep them readable
     try:
         stored = store_object(
-            repo, key, wal_path, codec=compression, sealing=new_sealing(key_file), scope="wal", envelope=envelope
-        )
+            repo, key, wal_path, codec=compression, sealing=new_sealing(key_file), scope="wal", envelope=envelope,
+            sha256=local_sha,
+        )  # fmt: skip
     except RepositoryError:
         # "already exists" from a conditional put: a concurrent push, or our own first attempt whose answer
         # was lost before the client retried. The same content stored there is success.
         if not repo.exists(key):
             raise
         return _already_archived(repo, key, wal_path, local_sha, key_file=key_file)
-    if stored.plain_sha256 != local_sha:
-        raise RepositoryError(f"{name} changed while it was being archived; PostgreSQL will retry")
     return WalPushResult(name, stored.plain_size, stored.plain_sha256, already_archived=False)
 
 
