@@ -144,14 +144,15 @@ def backup_bucket(source: DocumentBucket, repo: Repository, *, name: str, codec:
                     continue
             stored_key = f"{BUCKETS}/{name}/{backup_id}/objects/{sha256(obj.key.encode()).hexdigest()[:40]}"
             try:
-                with source.open(obj.key) as src:
-                    s = store_object(repo, stored_key, src, codec=codec, sealing=sealing, scope=backup_id)
-            except RepositoryError as e:
+                src = source.open(obj.key)
+            except RepositoryError as e:  # only the source's "not there": a failing write to repo is never skipped
                 if "missing" in str(e) or "No such file" in str(e):
                     log(f"### {obj.key} disappeared during the backup; skipped")
                     vanished += 1
                     continue
                 raise
+            with src:
+                s = store_object(repo, stored_key, src, codec=codec, sealing=sealing, scope=backup_id)
             entries.append(BucketEntry(obj.key, s.plain_size, s.plain_sha256, obj.etag, stored_key, backup_id,
                                        s.size, s.sha256, codec))  # fmt: skip
             copied, nbytes = copied + 1, nbytes + s.plain_size

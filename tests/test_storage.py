@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from backup_tools.docbucket import DirectoryBucket, S3Bucket, open_bucket
-from backup_tools.errors import BackupNotFound, EncryptionKeyError, IntegrityError, UsageError
+from backup_tools.errors import BackupNotFound, EncryptionKeyError, IntegrityError, RepositoryError, UsageError
 from backup_tools.keys import generate_key_file_text
 from backup_tools.repository import FileRepository
 from backup_tools.storage import (
@@ -261,3 +261,29 @@ def test_cli_backup_restore_verify_exit_codes(repo, docs, tmp_path):
     assert done.returncode == 1 and stored.name in done.stdout and done.stdout.rstrip().endswith("5 documents checked")
     missing = cli("restore", "--repo", repo.url, "--name", "nope", "--to", str(tmp_path / "x"))
     assert missing.returncode == 2 and "no bucket backup" in missing.stderr
+
+
+def test_a_failed_write_to_the_repository_is_not_taken_for_a_vanished_document(tmp_path: Path, repo) -> None:
+    """A document gone from the source is skipped; a repository write failing with 'No such file' is an error."""
+    src = tmp_path / "docs"
+    fill(src, KEYS[:2])
+
+    class Vanishing(DirectoryBucket):
+        def open(self, key: str):
+            if key == KEYS[1]:
+                (self.root / key).unlink()
+            return super().open(key)
+
+    result = backup_bucket(Vanishing(src), repo, name="documents", log=quiet)
+    assert (result.copied, result.vanished) == (1, 1)
+    fill(src, KEYS[:2])
+
+    class Failing(FileRepository):
+        def put_stream(self, key, src, *, overwrite=False):
+            if "/objects/" in key:
+                raise RepositoryError(f"could not write {key} to {self.url}: No such file or directory; check space")
+            return super().put_stream(key, src, overwrite=overwrite)
+
+    with pytest.raises(RepositoryError, match="could not write"):
+        backup_bucket(DirectoryBucket(src), Failing(repo.root), name="other", log=quiet)
+    assert list_bucket_backups(repo, "other") == []
