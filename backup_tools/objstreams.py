@@ -7,6 +7,7 @@ import io
 from typing import TYPE_CHECKING, BinaryIO
 
 from backup_tools.errors import IntegrityError
+from backup_tools.repository import check_read
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
@@ -59,16 +60,7 @@ class CheckedPlain(Hashing):
         n = super().readinto(buffer)
         if n == 0 and not self._checked:
             self._checked = True
-            if self._size is not None and self.size != self._size:
-                raise IntegrityError(
-                    f"{self._key}: read {self.size} bytes, catalog says {self._size} (truncated or replaced); "
-                    "restore from another backup or copy"
-                )
-            if self._sha256 and (got := self.hexdigest()) != self._sha256:
-                raise IntegrityError(
-                    f"{self._key}: sha256 {got[:16]}… does not match the catalog's {self._sha256[:16]}… "
-                    "(corrupted object); restore from another backup or copy"
-                )
+            check_read(self._key, self.size, self.hexdigest(), size=self._size, sha256=self._sha256)
         return n
 
     def close(self) -> None:

@@ -59,20 +59,25 @@ class HashingReader(io.RawIOBase):
         if self._done:
             return
         self._done = True
-        if self._expected_size is not None and self._size != self._expected_size:
-            raise IntegrityError(
-                f"{self._key}: read {self._size} bytes, catalog says {self._expected_size} (truncated or replaced); "
-                "restore from another backup or copy"
-            )
-        if self._expected and self._hash.hexdigest() != self._expected:
-            raise IntegrityError(
-                f"{self._key}: sha256 {self._hash.hexdigest()[:16]}… does not match the catalog's "
-                f"{self._expected[:16]}… (corrupted object); restore from another backup or copy"
-            )
+        check_read(self._key, self._size, self._hash.hexdigest(), size=self._expected_size, sha256=self._expected)
 
     def close(self) -> None:
         self._raw.close()
         super().close()
+
+
+def check_read(key: str, got_size: int, got_sha256: str, *, size: int | None, sha256: str | None) -> None:
+    """Raise IntegrityError naming key when what was read differs from the recorded size or sha256 (None: unknown)."""
+    if size is not None and got_size != size:
+        raise IntegrityError(
+            f"{key}: read {got_size} bytes, catalog says {size} (truncated or replaced); "
+            "restore from another backup or copy"
+        )
+    if sha256 and got_sha256 != sha256:
+        raise IntegrityError(
+            f"{key}: sha256 {got_sha256[:16]}… does not match the catalog's "
+            f"{sha256[:16]}… (corrupted object); restore from another backup or copy"
+        )
 
 
 def copy_hashing(src: BinaryIO, dst: BinaryIO) -> tuple[int, str]:
