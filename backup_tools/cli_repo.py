@@ -49,7 +49,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     else:
         chosen = [repo.read_catalog(args.backup)]
     if not chosen:
-        raise UsageError(f"no backup to verify in {repo.url}")
+        raise UsageError(f"no backup to verify in {repo.url}; take one with `backup-tools backup` or check --repo")
     pg = pg_for(args)
     results = [
         verify_backup(repo, r, pg=pg, key_file=args.key_file, restore_test=args.restore_test, log=log) for r in chosen
