@@ -65,20 +65,16 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
 
 def _restore_logical(args: argparse.Namespace, repo: Repository, target: RecoveryTarget | None) -> int:
-    from backup_tools.pgrestore import restore_logical
+    from backup_tools.pgrestore import find_logical_backup, restore_logical
 
-    records = [r for r in repo.list_backups() if r.kind == "logical" and r.is_good]
-    if args.backup != "latest":
-        chosen = repo.read_catalog(args.backup)
-    elif target is not None and target.time is not None:
+    if args.backup == "latest" and target is not None and target.time is not None:
+        records = [r for r in repo.list_backups() if r.kind == "logical" and r.is_good]
         fitting = [r for r in records if r.stop_time and r.stop_time <= target.time]
         if not fitting:
             raise UsageError(f"no logical backup finished before {target.time.isoformat()}; choose a later time")
         chosen = fitting[-1]
-    elif records:
-        chosen = records[-1]
-    else:
-        raise UsageError(f"no finished logical backup in {repo.url}; take one with --kind logical")
+    else:  # by id (a DONE logical one) or the newest
+        chosen = find_logical_backup(repo, args.backup)
     from backup_tools.placement import request_restores
 
     request_restores(repo, [chosen], log=log)
