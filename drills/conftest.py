@@ -15,7 +15,7 @@ from backup_tools.pgbin import PgBin
 from fixtures.cluster import Cluster
 from fixtures.drill import Drill
 from fixtures.methods import METHODS, Method, method_unavailable
-from fixtures.seed import seed_database
+from fixtures.seed import SeedResult, seed_database
 
 log = logging.getLogger("pgdrill")
 
@@ -35,8 +35,7 @@ class Template:
     """A stopped data directory holding the seeded application data, and what was loaded into it."""
 
     data_dir: Path
-    rows: dict[str, int]
-    seed_seconds: float
+    seeded: SeedResult
 
 
 @pytest.fixture(scope="session")
@@ -52,7 +51,7 @@ def seeded_template(
         with cluster.connect() as conn:
             result = seed_database(conn, scale=scale, seed=seed)
         cluster.stop()
-        yield Template(cluster.data_dir, result.rows, result.seconds)
+        yield Template(cluster.data_dir, result)
     finally:
         cluster.teardown()
 
@@ -67,7 +66,9 @@ def seeded_cluster(
         cluster = make_cluster(name, env=env or {})
         cluster.init_from_template(seeded_template.data_dir, **config)
         cluster.start()
-        drill.notes["seed"] = seeded_template.rows
+        seeded = seeded_template.seeded
+        drill.notes["seed"] = seeded.rows
+        drill.notes["seed_load"] = {"seconds": round(seeded.seconds, 2), "rows_per_second": round(seeded.rows_per_second)}
         return cluster
 
     return factory
