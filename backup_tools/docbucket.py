@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import unquote, urlparse
 
-from backup_tools.errors import RepositoryError, UsageError
+from backup_tools.errors import DocumentMissing, RepositoryError, UsageError
 from backup_tools.objstore import copy_to_file
 from backup_tools.repository import CHUNK
 
@@ -35,7 +35,7 @@ class DocumentBucket(ABC):
 
     @abstractmethod
     def open(self, key: str) -> BinaryIO:
-        """Open an object for reading (RepositoryError naming it when it is gone)."""
+        """Open an object for reading (DocumentMissing naming it when it is gone)."""
 
     @abstractmethod
     def put(self, key: str, src: BinaryIO) -> None:
@@ -89,6 +89,8 @@ class DirectoryBucket(DocumentBucket):
     def open(self, key: str) -> BinaryIO:
         try:
             return open(self.root / check_key(key), "rb")
+        except FileNotFoundError as e:
+            raise DocumentMissing(f"{key} is missing from {self.url}") from e
         except OSError as e:
             raise RepositoryError(f"could not read {key} from {self.url}: {e.strerror}") from e
 

@@ -33,6 +33,10 @@ class RepositoryError(BackupToolsError):
     """The backup repository is unreachable, locked or inconsistent."""
 
 
+class DocumentMissing(RepositoryError):
+    """An object or document is not (or no longer) in its repository or bucket."""
+
+
 class IntegrityError(BackupToolsError):
     """Stored data does not match its recorded checksum or manifest."""
 

@@ -21,7 +21,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from backup_tools.catalog import CATALOG_NAME, BackupRecord
-from backup_tools.errors import RepositoryError, UsageError
+from backup_tools.errors import DocumentMissing, RepositoryError, UsageError
 from backup_tools.repository import BACKUPS, ObjectInfo, Repository, _is_stale
 from backup_tools.s3stream import BOTO, HashingSource, ResumingBody, error_code, no_clobber, read_full
 
@@ -213,7 +213,7 @@ class S3Repository(Repository):
             return ResumingBody(self, key, self._c.get_object(Bucket=self.bucket, Key=self._full(key)))  # type: ignore[return-value]
         except BOTO as e:
             if error_code(e)[0] == "NoSuchKey":
-                raise RepositoryError(f"{key} is missing from {self.url}") from e
+                raise DocumentMissing(f"{key} is missing from {self.url}") from e
             if error_code(e)[0] == "InvalidObjectState":
                 raise self._restore(key) from e
             raise self._fail(e, f"reading {key}") from e

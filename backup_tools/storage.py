@@ -27,7 +27,7 @@ from psycopg import sql
 
 from backup_tools.compress import check_codec
 from backup_tools.docbucket import DocumentBucket, SourceObject
-from backup_tools.errors import BackupNotFound, BackupToolsError, RepositoryError, UsageError
+from backup_tools.errors import BackupNotFound, BackupToolsError, DocumentMissing, UsageError
 from backup_tools.keys import resolve_key_file
 from backup_tools.objstore import Sealing, drain, new_sealing, open_object, open_sealing, store_object
 from backup_tools.repository import Repository
@@ -145,12 +145,10 @@ def backup_bucket(source: DocumentBucket, repo: Repository, *, name: str, codec:
             stored_key = f"{BUCKETS}/{name}/{backup_id}/objects/{sha256(obj.key.encode()).hexdigest()[:40]}"
             try:
                 src = source.open(obj.key)
-            except RepositoryError as e:  # only the source's "not there": a failing write to repo is never skipped
-                if "missing" in str(e) or "No such file" in str(e):
-                    log(f"### {obj.key} disappeared during the backup; skipped")
-                    vanished += 1
-                    continue
-                raise
+            except DocumentMissing:  # only the source's "not there": a failing write to repo is never skipped
+                log(f"### {obj.key} disappeared during the backup; skipped")
+                vanished += 1
+                continue
             with src:
                 s = store_object(repo, stored_key, src, codec=codec, sealing=sealing, scope=backup_id)
             entries.append(BucketEntry(obj.key, s.plain_size, s.plain_sha256, obj.etag, stored_key, backup_id,

@@ -12,7 +12,14 @@ from pathlib import Path
 import pytest
 
 from backup_tools.docbucket import DirectoryBucket, S3Bucket, open_bucket
-from backup_tools.errors import BackupNotFound, EncryptionKeyError, IntegrityError, RepositoryError, UsageError
+from backup_tools.errors import (
+    BackupNotFound,
+    DocumentMissing,
+    EncryptionKeyError,
+    IntegrityError,
+    RepositoryError,
+    UsageError,
+)
 from backup_tools.keys import generate_key_file_text
 from backup_tools.repository import FileRepository
 from backup_tools.storage import (
@@ -197,6 +204,25 @@ def test_s3_bucket_incremental_by_etag_restore_and_verify(s3_env: S3Service, s3_
     s3.client(s3.dr_region).put_object(Bucket=s3.dr_bucket, Key=full, Body=bytes(data))
     verdict = verify_bucket_backup(repo, name="docs", log=quiet)
     assert [KEYS[4] in p for p in verdict.problems] == [True]
+
+
+@pytest.mark.integration
+def test_a_document_deleted_from_an_s3_bucket_during_the_backup_is_skipped(s3_env: S3Service, s3_prefix: str):
+    s3 = s3_env
+    docs_url = s3.repo_url(s3.primary_region, f"{s3_prefix}/docs")
+    put_documents(s3, f"{s3_prefix}/docs", KEYS[:2])
+    with pytest.raises(DocumentMissing, match="nope is missing from s3://"):
+        S3Bucket(docs_url).open("nope")
+
+    class Vanishing(S3Bucket):
+        def open(self, key: str):
+            if key == KEYS[1]:
+                s3.client().delete_object(Bucket=s3.primary_bucket, Key=f"{s3_prefix}/docs/{key}")
+            return super().open(key)
+
+    repo = s3.repository(s3.dr_region, f"{s3_prefix}/repo")
+    result = backup_bucket(Vanishing(docs_url), repo, name="docs", log=quiet)
+    assert (result.copied, result.vanished) == (1, 1)
 
 
 @pytest.mark.integration
