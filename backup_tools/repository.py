@@ -18,7 +18,7 @@ from typing import BinaryIO
 from urllib.parse import unquote, urlparse
 
 from backup_tools.catalog import CATALOG_NAME, BackupRecord, sort_by_catalog_time
-from backup_tools.errors import BackupNotFound, IntegrityError, RepositoryError, UsageError
+from backup_tools.errors import BackupNotFound, DocumentMissing, IntegrityError, RepositoryError, UsageError
 
 CHUNK = 1 << 20
 BACKUPS = "backups"
@@ -101,7 +101,7 @@ class Repository(ABC):
 
     @abstractmethod
     def open_raw(self, key: str) -> BinaryIO:
-        """Open a stored object for reading, raising RepositoryError if absent."""
+        """Open a stored object for reading, raising DocumentMissing (a RepositoryError) if absent."""
 
     @abstractmethod
     def stat(self, key: str) -> int | None:
@@ -142,20 +142,23 @@ class Repository(ABC):
         self.put_bytes(f"{BACKUPS}/{record.id}/{CATALOG_NAME}", record.to_json().encode(), overwrite=True)
 
     def read_catalog(self, backup_id: str) -> BackupRecord:
-        """Read one backup's catalog record."""
-        key = f"{BACKUPS}/{backup_id}/{CATALOG_NAME}"
-        if not self.exists(key):
-            raise BackupNotFound(f"no backup {backup_id!r} in {self.url}; run `backup-tools list --repo {self.url}`")
-        return BackupRecord.from_json(self.get_bytes(key))
+        """Read one backup's catalog record (one read; a missing record is BackupNotFound)."""
+        try:
+            return self._catalog_at(f"{BACKUPS}/{backup_id}/{CATALOG_NAME}")
+        except DocumentMissing as e:
+            raise BackupNotFound(
+                f"no backup {backup_id!r} in {self.url}; run `backup-tools list --repo {self.url}`"
+            ) from e
 
     def list_backups(self) -> list[BackupRecord]:
         """All catalog records, oldest first by catalog time."""
-        records = [
-            BackupRecord.from_json(self.get_bytes(key))
-            for key in self.list(f"{BACKUPS}/")
-            if key.endswith("/" + CATALOG_NAME)
-        ]
+        records = [self._catalog_at(key) for key in self.list(f"{BACKUPS}/") if key.endswith("/" + CATALOG_NAME)]
         return sort_by_catalog_time(records)
+
+    def _catalog_at(self, key: str) -> BackupRecord:
+        """Read a catalog record in one request; parsing checks this small JSON, so no stored sha256 is looked up."""
+        with self.open_raw(key) as f:
+            return BackupRecord.from_json(f.read())
 
 
 class FileRepository(Repository):
@@ -202,7 +205,7 @@ class FileRepository(Repository):
         try:
             return open(self._path(key), "rb")
         except FileNotFoundError as e:
-            raise RepositoryError(f"{key} is missing from {self.url}") from e
+            raise DocumentMissing(f"{key} is missing from {self.url}") from e
         except OSError as e:
             raise RepositoryError(f"could not read {key} from {self.url}: {e.strerror}") from e
 

@@ -9,12 +9,13 @@ import os
 import socket
 import time
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from botocore.exceptions import ClientError
 
-from backup_tools.errors import IntegrityError, RepositoryError
+from backup_tools.catalog import BackupRecord
+from backup_tools.errors import BackupNotFound, IntegrityError, RepositoryError
 from backup_tools.repository import open_repository
 from backup_tools.s3repo import MiB, RestorePending, S3Repository, retain_for
 from fixtures.faultproxy import FaultProxy, closed_port_url, fault_proxy
@@ -79,6 +80,26 @@ def test_multipart_streams_from_a_pipe_and_verifies(repo: S3Repository, s3: S3Se
     assert repo.stored_sha256("backups/b1/base.tar") == info.sha256
     with repo.open_read("backups/b1/base.tar", sha256=info.sha256, size=info.size) as f:
         assert hashlib.sha256(f.read()).hexdigest() == info.sha256
+
+
+def test_catalog_reads_take_one_request_each(s3: S3Service, s3_prefix: str, proxy: FaultProxy) -> None:
+    repo = s3.repository(s3.primary_region, s3_prefix, endpoint_url=proxy.url)
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    ids = [f"b{i}" for i in range(5)]
+    for i, backup_id in enumerate(ids):
+        repo.write_catalog(BackupRecord(backup_id, "full", "DONE", start + timedelta(hours=i)))
+    repo.put_bytes("backups/b0/base.tar", payload(1000))
+    proxy.clear()
+    assert [r.id for r in repo.list_backups()] == ids
+    assert (proxy.count(), proxy.count("GET", "catalog.json")) == (1 + len(ids), len(ids))  # one LIST, one GET each
+    proxy.clear()
+    assert repo.read_catalog("b3").id == "b3"
+    with pytest.raises(BackupNotFound, match="no backup 'nope'"):
+        repo.read_catalog("nope")
+    assert proxy.count() == 2
+    proxy.clear()
+    assert repo.get_bytes("backups/b0/base.tar") == payload(1000)  # data objects: still checked against stored sha256
+    assert proxy.count("HEAD") == 1
 
 
 @pytest.mark.parametrize("size", [100, 7 * MiB], ids=["single-put", "multipart"])
