@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from backup_tools.cli_common import add_key, add_pgbin, add_repo, add_verb, log, pg_for
+from backup_tools.config import load_pgdrill_section
 from backup_tools.errors import UsageError
 from backup_tools.repository import open_repository
 
@@ -78,15 +79,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     from backup_tools.prune import prune
     from backup_tools.retention import RetentionPolicy
 
-    config: dict[str, Any] | None = None
-    if args.config:
-        import tomllib
-
-        try:
-            doc = tomllib.loads(Path(args.config).read_text())
-        except (OSError, ValueError) as e:
-            raise UsageError(f"cannot read retention config {args.config}: {e}") from e
-        config = doc.get("tool", {}).get("pgdrill", {}).get("retention", doc.get("retention"))
+    config = load_pgdrill_section(Path(args.config), "retention", what="retention config") if args.config else None
     policy = RetentionPolicy.from_config(config)
     result = prune(open_repository(args.repo), policy, now=datetime.now(UTC), dry_run=args.dry_run, tz=args.tz, log=log)
     verb = "would delete" if args.dry_run else "deleted"

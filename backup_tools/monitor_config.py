@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from backup_tools.config import load_pgdrill_section
 from backup_tools.durations import parse_duration
 from backup_tools.errors import UsageError
 
@@ -93,16 +93,8 @@ class MonitorConfig:
         """Read [tool.pgdrill.monitor] (or a top-level [monitor]) from a TOML file; None gives the defaults."""
         if path is None:
             return cls()
-        try:
-            doc = tomllib.loads(path.read_text())
-        except OSError as e:
-            raise UsageError(f"cannot read monitor config {path}: {e.strerror}; check --config") from e
-        except tomllib.TOMLDecodeError as e:
-            raise UsageError(f"monitor config {path} is not valid TOML ({e}); fix the file") from e
-        section = doc.get("tool", {}).get("pgdrill", {}).get("monitor", doc.get("monitor", {}))
-        if not isinstance(section, Mapping):
-            raise UsageError(f"[tool.pgdrill.monitor] in {path} must be a table")
-        return cls.from_mapping(section, base_dir=path.resolve().parent)
+        section = load_pgdrill_section(path, "monitor", what="monitor config")
+        return cls.from_mapping(section or {}, base_dir=path.resolve().parent)
 
 
 def _duration(key: str, value: Any) -> timedelta:
