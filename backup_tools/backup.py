@@ -7,7 +7,6 @@ pg_basebackup into staging; pg_verifybackup; objects stored (checksummed); catal
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import shutil
@@ -33,7 +32,7 @@ from backup_tools.compress import SUFFIXES, check_codec
 from backup_tools.errors import BackupNotFound, BackupToolsError, UsageError, VersionMismatch
 from backup_tools.objstore import Sealing, copy_to_file, new_sealing, open_object, open_sealing, store_object
 from backup_tools.pgbin import PgBin
-from backup_tools.repository import BACKUPS, CHUNK, FileRepository, Repository
+from backup_tools.repository import BACKUPS, CHUNK, FileRepository, Repository, sha256_of
 from backup_tools.tailread import Background, GrowingFile
 from backup_tools.tarstream import TarPipe
 from backup_tools.wal import IDENTITY_KEY
@@ -230,10 +229,7 @@ def _while_written(repo: Repository, backup_id: str, path: Path, writer: Backgro
     """Follow a tar pg_basebackup is writing: return its sha256 (to hard-link it later) or the stored object."""
     with GrowingFile(path, writer) as growing:
         if linking:
-            digest = hashlib.sha256()
-            while chunk := growing.read(CHUNK):
-                digest.update(chunk)
-            return digest.hexdigest()
+            return sha256_of(growing)[1]
         name = path.name + SUFFIXES[codec]
         stored = store_object(repo, f"{BACKUPS}/{backup_id}/{name}", io.BufferedReader(growing, CHUNK), codec=codec,
                               sealing=sealing, scope=backup_id)  # type: ignore[arg-type]  # fmt: skip

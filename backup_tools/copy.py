@@ -11,12 +11,11 @@ it is stored in each copied catalog's options["copy"] and in copy-status.json at
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any, BinaryIO
+from typing import Any
 
 from backup_tools.catalog import CATALOG_NAME, BackupRecord
 from backup_tools.errors import BackupToolsError, IntegrityError, RepositoryError, UsageError, VersionMismatch
@@ -24,7 +23,7 @@ from backup_tools.lsn import classify, parse_lsn, segment_name
 from backup_tools.objstore import read_envelope
 from backup_tools.pitr import backup_chain
 from backup_tools.placement import Placement, is_archived
-from backup_tools.repository import BACKUPS, CHUNK, WAL, Repository
+from backup_tools.repository import BACKUPS, WAL, Repository, sha256_of
 from backup_tools.wal import IDENTITY_KEY, wal_names
 
 STATUS_KEY = "copy-status.json"
@@ -63,15 +62,6 @@ class _Tally:
     bytes: int = 0
 
 
-def _sha256_of(stream: BinaryIO) -> tuple[int, str]:
-    digest, size = hashlib.sha256(), 0
-    with stream:
-        while chunk := stream.read(CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-    return size, digest.hexdigest()
-
-
 def _dest_sha256(dst: Repository, key: str) -> str | None:
     """Read an object back from the destination and hash it (None when it is not there).
 
@@ -82,7 +72,8 @@ def _dest_sha256(dst: Repository, key: str) -> str | None:
         return None
     if getattr(getattr(dst, "placement", None), "archived", False) and is_archived(dst, key):
         return dst.stored_sha256(key)  # type: ignore[attr-defined]
-    return _sha256_of(dst.open_raw(key))[1]
+    with dst.open_raw(key) as f:
+        return sha256_of(f)[1]
 
 
 def copy_object(src: Repository, dst: Repository, key: str, *, sha256: str | None, size: int | None,
@@ -92,7 +83,8 @@ def copy_object(src: Repository, dst: Repository, key: str, *, sha256: str | Non
     found = _dest_sha256(dst, key)
     if found is not None and expected is None:  # no catalog checksum (WAL, extras): the source's bytes decide
         try:
-            size, expected = _sha256_of(src.open_read(key))
+            with src.open_read(key) as f:
+                size, expected = sha256_of(f)
         except RepositoryError as e:
             raise _missing(src, key, e) from e
     if found is not None and found == expected:

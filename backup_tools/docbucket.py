@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -12,7 +11,7 @@ from urllib.parse import unquote, urlparse
 
 from backup_tools.errors import DocumentMissing, RepositoryError, UsageError
 from backup_tools.objstore import copy_to_file
-from backup_tools.repository import CHUNK
+from backup_tools.repository import sha256_of
 
 
 @dataclass(frozen=True)
@@ -47,11 +46,8 @@ class DocumentBucket(ABC):
 
     def sha256(self, key: str) -> str:
         """The sha256 of an object's content (reads it)."""
-        digest = hashlib.sha256()
         with self.open(key) as f:
-            while chunk := f.read(CHUNK):
-                digest.update(chunk)
-        return digest.hexdigest()
+            return sha256_of(f)[1]
 
 
 def check_key(key: str) -> str:

@@ -17,11 +17,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from backup_tools.errors import UsageError
+from backup_tools.repository import sha256_of
 
 FORMAT = "pgdrill-evidence-bundle/1"
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"
-_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -114,15 +114,6 @@ def generate_key(path: Path) -> Path:
     return public
 
 
-def _sha256_file(path: Path) -> tuple[str, int]:
-    digest, size = hashlib.sha256(), 0
-    with path.open("rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
-
-
 def _bundle_files(bundle: Path) -> Iterator[tuple[str, Path]]:
     for root, dirs, files in os.walk(bundle):
         dirs.sort()
@@ -137,7 +128,7 @@ def write_manifest(bundle: Path, *, run_id: str, signing_key: Ed25519PrivateKey 
     for rel, path in _bundle_files(bundle):
         if rel in (MANIFEST, SIGNATURE):
             continue
-        sha, size = _sha256_file(path)
+        size, sha = sha256_of(path)
         entries.append({"path": rel, "size": size, "sha256": sha})
     signature = None
     if signing_key is not None:
@@ -173,7 +164,8 @@ def _read_directory(bundle: Path) -> tuple[dict[str, tuple[str, int]], dict[str,
         elif rel in (MANIFEST, SIGNATURE):
             special[rel] = path.read_bytes()
         else:
-            hashes[rel] = _sha256_file(path)
+            size, sha = sha256_of(path)
+            hashes[rel] = (sha, size)
     return hashes, special, problems
 
 

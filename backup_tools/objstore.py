@@ -14,7 +14,6 @@ into the repository (same filesystem) instead of copied, so a staged backup cost
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -26,7 +25,7 @@ from typing import Any, BinaryIO
 from backup_tools.compress import check_codec, compressing_reader, decompressing_reader
 from backup_tools.errors import IntegrityError, RepositoryError
 from backup_tools.objstreams import Chain, CheckedPlain, Hashing, Named
-from backup_tools.repository import CHUNK, FileRepository, HashingReader, Repository, fsync_dir
+from backup_tools.repository import CHUNK, FileRepository, HashingReader, Repository, fsync_dir, sha256_of
 
 ENVELOPE_MAGIC = b"PGDW1\n"
 MAX_HEADER = 64 * 1024
@@ -113,7 +112,7 @@ def store_object(
     with open(src, "rb") as raw:
         if envelope is None:
             return _store_stream(repo, key, raw, codec=codec, sealing=sealing, scope=scope, name=name)
-        plain_sha, plain_size = sha256 or _file_sha256(raw), os.fstat(raw.fileno()).st_size
+        plain_sha, plain_size = sha256 or sha256_of(raw)[1], os.fstat(raw.fileno()).st_size
         raw.seek(0)
         header = {**envelope, "size": plain_size, "sha256": plain_sha, "codec": codec}
         header["encryption"] = sealing.meta if sealing else None
@@ -227,13 +226,6 @@ def drain(src: BinaryIO) -> None:
         pass
 
 
-def _file_sha256(f: BinaryIO) -> str:
-    digest = hashlib.sha256()
-    while chunk := f.read(CHUNK):
-        digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _link_into(repo: FileRepository, key: str, src: Path, *, sha256: str | None = None) -> StoredObject | None:
     """Hard-link a staged file into a file:// repository (None when not on the same filesystem)."""
     dest = repo._path(key)
@@ -248,7 +240,7 @@ def _link_into(repo: FileRepository, key: str, src: Path, *, sha256: str | None 
         return None  # another filesystem (EXDEV) or no hard links: copy instead
     with open(dest, "rb") as f:
         os.fsync(f.fileno())
-        digest = sha256 or _file_sha256(f)
+        digest = sha256 or sha256_of(f)[1]
         size = os.fstat(f.fileno()).st_size
     fsync_dir(dest.parent)
     return StoredObject(key, size, digest, size, digest, "none")

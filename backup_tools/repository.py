@@ -80,6 +80,18 @@ def check_read(key: str, got_size: int, got_sha256: str, *, size: int | None, sh
         )
 
 
+def sha256_of(src: BinaryIO | Path) -> tuple[int, str]:
+    """Read a stream (or a file, by path) to its end in chunks: (bytes read, sha256 hex)."""
+    if isinstance(src, Path):
+        with open(src, "rb") as f:
+            return sha256_of(f)
+    digest, size = hashlib.sha256(), 0
+    while chunk := src.read(CHUNK):
+        digest.update(chunk)
+        size += len(chunk)
+    return size, digest.hexdigest()
+
+
 def copy_hashing(src: BinaryIO, dst: BinaryIO) -> tuple[int, str]:
     """Copy a stream in chunks, returning (bytes, sha256 hex)."""
     digest, size = hashlib.sha256(), 0

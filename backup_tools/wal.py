@@ -7,7 +7,6 @@ system identifier read from the segment's page header; wal-fetch verifies all of
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import struct
@@ -19,7 +18,7 @@ from backup_tools.catalog import BackupRecord
 from backup_tools.errors import IntegrityError, RepositoryError, UsageError, WalMissing
 from backup_tools.lsn import WalGap, classify, find_gaps, parse_lsn, segments_between
 from backup_tools.objstore import copy_to_file, drain, new_sealing, open_envelope, read_envelope, store_object
-from backup_tools.repository import WAL, Repository
+from backup_tools.repository import WAL, Repository, sha256_of
 
 # PostgreSQL aborts recovery when restore_command exits above 125 (as for a signal), instead of
 # treating the failure as "end of archive" and promoting early with data missing.
@@ -37,15 +36,6 @@ class WalPushResult:
     size: int
     sha256: str
     already_archived: bool
-
-
-def file_sha256(path: Path) -> str:
-    """The sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def segment_system_identifier(path: Path) -> str | None:
@@ -76,7 +66,7 @@ def wal_push(
     if wal is None or wal.suffix:
         raise UsageError(f"{name} is not a WAL file name; archive_command must pass %p, not another file")
     key = f"{WAL}/{name}"
-    local_sha = file_sha256(wal_path)
+    local_sha = sha256_of(wal_path)[1]
     sysid = segment_system_identifier(wal_path) if wal.kind in ("segment", "partial") else None
     owner = repo_system_identifier(repo)
     if sysid and owner and sysid != owner:
