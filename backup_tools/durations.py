@@ -1,4 +1,4 @@
-"""Parse and format human durations such as "250ms", "30s", "15min", "4h", "1d" or "1h30min"."""
+"""Parse and format human durations such as "250ms", "30s", "15min", "4h", "1d" or "1h30min"; format byte sizes."""
 
 from __future__ import annotations
 
@@ -55,3 +55,12 @@ def format_seconds(seconds: float | None) -> str:
     if hours < 48:
         return f"{hours} h {minutes:02d} min"
     return f"{hours // 24} d {hours % 24} h"
+
+
+def format_bytes(n: float) -> str:
+    """Format a byte count in binary units for a report: '512 B', '1.5 KiB', '3.0 GiB'."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from backup_tools.catalog import BackupRecord
 from backup_tools.drill_history import read_history, stale_scenarios
-from backup_tools.durations import format_seconds
+from backup_tools.durations import format_bytes, format_seconds
 from backup_tools.errors import BackupToolsError, UsageError
 from backup_tools.lsn import classify, parse_lsn, parse_segment_name, segment_name
 from backup_tools.monitor_config import MonitorConfig
@@ -72,14 +72,6 @@ def finished_at(record: BackupRecord) -> datetime:
 
 def _age(seconds: float) -> str:
     return format_seconds(max(seconds, 0.0))
-
-
-def _bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"  # unreachable
 
 
 def _live(records: list[BackupRecord]) -> list[BackupRecord]:
@@ -164,15 +156,14 @@ def check_sizes(records: list[BackupRecord], config: MonitorConfig) -> list[Chec
             out.append(_fail(check, "critical", f"newest {kind} backup {newest.id} is empty (0 bytes)", **figures))
             continue
         if len(previous) < config.size_min_history:
-            text = (
-                f"{_bytes(newest.size)}; too little history to compare ({len(previous)} of {config.size_min_history})"
-            )
+            history = f"({len(previous)} of {config.size_min_history})"
+            text = f"{format_bytes(newest.size)}; too little history to compare {history}"
             out.append(_ok(check, text, **figures))
             continue
         median = statistics.median(r.size for r in previous)
         ratio = newest.size / median if median else float("inf")
         figures |= {"median": median, "ratio": round(ratio, 4)}
-        compared = f"{_bytes(newest.size)} vs median {_bytes(median)} of the previous {len(previous)}"
+        compared = f"{format_bytes(newest.size)} vs median {format_bytes(median)} of the previous {len(previous)}"
         if ratio < config.size_min_ratio:
             text = (f"newest {kind} backup {newest.id} is only {ratio:.0%} of the usual size ({compared}): "
                     "an empty or partial dump? check the backup log and restore-test it")  # fmt: skip

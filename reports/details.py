@@ -6,19 +6,9 @@ import json
 from html import escape
 from typing import Any
 
-from backup_tools.durations import format_seconds
+from backup_tools.durations import format_bytes, format_seconds
 from reports.charts import phase_timeline_svg
 from reports.render import figure, lost, verdict_badge, why
-
-
-def _size(value: Any) -> str:
-    if not isinstance(value, int | float):
-        return "–"
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return "–"
 
 
 def _or_dash(value: Any) -> str:
@@ -78,7 +68,8 @@ def backups_html(r: dict[str, Any]) -> str:
     for b in backups:
         sha = str(b.get("sha256") or "–")
         verified = {True: "yes", False: '<span class="pgdrill-miss">no</span>'}.get(b.get("verified"), "–")
-        rows.append([escape(str(b.get("id", "–"))), escape(str(b.get("kind", "–"))), _size(b.get("size_bytes")),
+        size = format_bytes(b["size_bytes"]) if isinstance(b.get("size_bytes"), int | float) else "–"
+        rows.append([escape(str(b.get("id", "–"))), escape(str(b.get("kind", "–"))), size,
                      f'<code title="{escape(sha)}">{escape(sha[:16])}{"…" if len(sha) > 16 else ""}</code>',
                      escape(str(b.get("created_at") or "–")), escape(format_seconds(b.get("age_seconds"))),
                      escape(str(b.get("location") or "–")), verified])  # fmt: skip

@@ -4,6 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from backup_tools.durations import format_bytes
 from backup_tools.pitr import RecoveryTarget
 from fixtures.drill import Drill, parse_size, project_rto
 from fixtures.measure import Phase, RpoMeasurement
@@ -24,11 +25,18 @@ def test_parse_size_rejects_nonsense():
         parse_size("lots")
 
 
+@pytest.mark.parametrize(("n", "text"), [(0, "0 B"), (1023, "1023 B"), (1536, "1.5 KiB"), (3 << 30, "3.0 GiB"),
+                                         (2.5 * (1 << 40), "2.5 TiB"), (5000 << 40, "5000.0 TiB")])  # fmt: skip
+def test_format_bytes(n, text):
+    assert format_bytes(n) == text
+
+
 def test_projection_scales_only_size_bound_phases():
     phases = [Phase("copy", T0, T0 + timedelta(seconds=2)), Phase("replay", T0, T0 + timedelta(seconds=3))]
     out = project_rto(phases, {"copy": 100 << 20}, 1 << 30)  # 100 MiB in 2 s -> 1 GiB in 20.48 s; replay stays 3 s
     assert out["projected_rto_seconds"] == pytest.approx(23.5, abs=0.1)
     assert out["throughput_bytes_per_second"] == {"copy": (100 << 20) // 2}
+    assert out["production_size"] == "1.0 GiB"
 
 
 @pytest.mark.parametrize(("target", "args"), [
