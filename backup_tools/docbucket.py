@@ -109,17 +109,9 @@ class S3Bucket(DocumentBucket):
         self.url = self.repo.url
 
     def list_objects(self) -> list[SourceObject]:
-        from backup_tools.s3repo import BOTO
-
-        repo = self.repo
-        base = f"{repo.prefix}/" if repo.prefix else ""
-        try:  # S3Repository.list() gives keys only; the ETag is what makes incremental bucket backups cheap
-            pages = repo._c.get_paginator("list_objects_v2").paginate(Bucket=repo.bucket, Prefix=base)
-            found = [o for page in pages for o in page.get("Contents", [])]
-        except BOTO as e:
-            raise repo._fail(e, "listing the document bucket") from e
-        out = [SourceObject(o["Key"][len(base) :], int(o["Size"]), o["ETag"].strip('"')) for o in found]
-        return sorted((o for o in out if o.key and not o.key.endswith("/")), key=lambda o: o.key)
+        # the ETag is what makes incremental bucket backups cheap
+        listed = self.repo.list_with_etags("")
+        return [SourceObject(o.key, o.size, o.etag) for o in listed if o.key and not o.key.endswith("/")]
 
     def open(self, key: str) -> BinaryIO:
         return self.repo.open_raw(key)

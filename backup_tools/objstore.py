@@ -131,7 +131,7 @@ def _store_stream(
         info = repo.put_stream(key, body)
         return StoredObject(key, info.size, info.sha256, hashing.size, hashing.hexdigest(), codec)
     finally:
-        hashing._worker.shutdown(wait=True)
+        hashing.close()  # stops its hashing thread; src stays open for the caller
 
 
 def open_object(

@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NamedTuple
 from urllib.parse import urlparse
 
 import boto3
@@ -30,6 +30,14 @@ SHA_META = "sha256"  # x-amz-meta-sha256 on single-part objects, an object tag o
 AUTH_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken", "ExpiredToken", "403"}
 CONFLICT = ("PreconditionFailed", "ConditionalRequestConflict")
 METADATA = (CATALOG_NAME, "backup_manifest")  # small objects readers need at once: never archived
+
+
+class ListedObject(NamedTuple):
+    """One object as S3 lists it: key (relative to the repository prefix), size and ETag (without quotes)."""
+
+    key: str
+    size: int
+    etag: str
 
 
 class RestorePending(RepositoryError):
@@ -267,6 +275,16 @@ class S3Repository(Repository):
             return sorted(o["Key"][len(base) :] for page in pages for o in page.get("Contents", []))
         except BOTO as e:
             raise self._fail(e, f"listing {prefix or '/'}") from e
+
+    def list_with_etags(self, prefix: str) -> list[ListedObject]:
+        """List objects under a prefix with their sizes and ETags (one LIST request per 1000 objects), sorted."""
+        base = f"{self.prefix}/" if self.prefix else ""
+        try:
+            pages = self._c.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=base + prefix)
+            found = [o for page in pages for o in page.get("Contents", [])]
+        except BOTO as e:
+            raise self._fail(e, f"listing {prefix or '/'}") from e
+        return sorted(ListedObject(o["Key"][len(base) :], int(o["Size"]), o["ETag"].strip('"')) for o in found)
 
     def delete(self, key: str) -> None:
         """Delete an object (in a versioned bucket this adds a delete marker; older versions stay)."""

@@ -82,6 +82,15 @@ def test_multipart_streams_from_a_pipe_and_verifies(repo: S3Repository, s3: S3Se
         assert hashlib.sha256(f.read()).hexdigest() == info.sha256
 
 
+def test_list_with_etags_gives_keys_sizes_and_etags(repo: S3Repository, s3: S3Service) -> None:
+    repo.put_bytes("docs/b", b"bee")
+    repo.put_bytes("docs/a", b"a")
+    repo.put_bytes("other", b"x")
+    etag = s3.client().head_object(Bucket=repo.bucket, Key=f"{repo.prefix}/docs/b")["ETag"].strip('"')
+    listed = repo.list_with_etags("docs/")
+    assert [(o.key, o.size) for o in listed] == [("docs/a", 1), ("docs/b", 3)] and listed[1].etag == etag
+
+
 def test_catalog_reads_take_one_request_each(s3: S3Service, s3_prefix: str, proxy: FaultProxy) -> None:
     repo = s3.repository(s3.primary_region, s3_prefix, endpoint_url=proxy.url)
     start = datetime(2026, 1, 1, tzinfo=UTC)
