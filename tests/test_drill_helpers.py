@@ -8,7 +8,7 @@ from backup_tools.durations import format_bytes
 from backup_tools.pitr import RecoveryTarget
 from fixtures.drill import Drill, parse_size, project_rto
 from fixtures.measure import Phase, RpoMeasurement
-from fixtures.methods import target_args
+from fixtures.methods import FullBackup, target_args
 from fixtures.targets import Target
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -65,3 +65,11 @@ def test_rpo_target_zero_means_no_acknowledged_commit_lost():
 
 def test_rpo_target_in_seconds_is_compared_as_time():
     assert _drill("0.1", 0).violations()[0].startswith("measured RPO")
+
+
+def test_method_opens_its_repository_once_and_restores_a_chosen_backup(tmp_path):
+    method = FullBackup(pg=None, make_cluster=None, repo_dir=tmp_path / "repo", phase=None)  # type: ignore[arg-type]
+    assert method.repo is method.repo and method.repo.url == f"file://{tmp_path / 'repo'}"
+    assert method.restore_args() == []
+    method.chosen = "b1"
+    assert method.restore_args() == ["--backup", "b1"]
