@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import io
 import os
 import secrets
 import struct
@@ -217,15 +216,3 @@ def decrypt_to_file(
     finally:
         tmp.unlink(missing_ok=True)
     return total
-
-
-def encrypted_size(plain_size: int, *, key_id: str, chunk_size: int = CHUNK_SIZE) -> int:
-    """Return the stored size of an encrypted object of `plain_size` bytes."""
-    chunks = max(1, -(-plain_size // chunk_size))
-    return _FIXED.size + len(key_id.encode()) + COMMIT + plain_size + chunks * (NONCE + TAG)
-
-
-def decrypt_bytes(data: bytes, *, data_key: bytes, key_id: str, backup_id: str, object_name: str) -> bytes:
-    """Decrypt a small object held in memory."""
-    src = io.BytesIO(data)
-    return decrypting_reader(src, data_key=data_key, key_id=key_id, backup_id=backup_id, object_name=object_name).read()

@@ -22,11 +22,9 @@ from backup_tools.crypto import (
     COMMIT,
     NONCE,
     TAG,
-    decrypt_bytes,
     decrypt_stream,
     decrypt_to_file,
     decrypting_reader,
-    encrypted_size,
     encrypting_reader,
 )
 from backup_tools.errors import BackupToolsError, EncryptionKeyError, IntegrityError, UsageError
@@ -77,6 +75,10 @@ def dk(envelope: tuple[LocalKey, bytes, dict[str, Any]]) -> dict[str, Any]:
 
 def encrypt(data: bytes, kw: dict[str, Any]) -> bytes:
     return encrypting_reader(io.BytesIO(data), **kw).read()
+
+
+def decrypt(data: bytes, kw: dict[str, Any]) -> bytes:
+    return decrypting_reader(io.BytesIO(data), **kw).read()
 
 
 def header_len(kw: dict[str, Any]) -> int:
@@ -244,9 +246,8 @@ def test_rewrap_between_key_files_keeps_old_data_readable(envelope, tmp_path: Pa
     with pytest.raises(EncryptionKeyError, match=f"key id {new.key_id}, you gave key id {old.key_id}"):
         unwrap_data_key(rotated, old)
     key = unwrap_data_key(rotated, wrapper_for(rotated, key_file=tmp_path / "new.key"))
-    assert decrypt_bytes(stored, data_key=key, key_id=rotated["data_key_id"], backup_id=BACKUP, object_name=OBJECT) == (
-        b"written before rotation"
-    )
+    kw = {"data_key": key, "key_id": rotated["data_key_id"], "backup_id": BACKUP, "object_name": OBJECT}
+    assert decrypt(stored, kw) == b"written before rotation"
 
 
 # ---------------------------------------------------------------- streams: round trips and format
@@ -256,7 +257,7 @@ def test_rewrap_between_key_files_keeps_old_data_readable(envelope, tmp_path: Pa
 def test_round_trip(dk: dict[str, Any], size: int) -> None:
     data = sample(size)
     stored = encrypt(data, dk)
-    assert len(stored) == encrypted_size(size, key_id=dk["key_id"])
+    assert len(stored) == header_len(dk) + size + max(1, -(-size // CHUNK_SIZE)) * (NONCE + TAG)
     assert stored[:5] == b"PGDE\x01"
     assert len(split(stored, dk)[1]) == max(1, -(-size // CHUNK_SIZE))
     assert decrypting_reader(io.BytesIO(stored), **dk).read() == data
@@ -369,7 +370,7 @@ def test_bit_flip_anywhere_in_header_fails_closed(dk: dict[str, Any]) -> None:
         bad = bytearray(stored)
         bad[offset] ^= 0x80
         with pytest.raises((IntegrityError, EncryptionKeyError)):
-            decrypt_bytes(bytes(bad), **dk)
+            decrypt(bytes(bad), dk)
 
 
 def test_reader_releases_only_verified_chunks(dk: dict[str, Any]) -> None:
@@ -400,20 +401,20 @@ def test_truncation_is_detected(dk: dict[str, Any], cut: str) -> None:
         "empty": b"",
     }[cut]
     with pytest.raises(IntegrityError):
-        decrypt_bytes(truncated, **dk)
+        decrypt(truncated, dk)
 
 
 def test_truncation_at_a_chunk_boundary_of_an_exact_multiple(dk: dict[str, Any]) -> None:
     header, records = split(encrypt(sample(2 * CHUNK_SIZE), dk), dk)
     assert len(records) == 2  # the last full chunk carries the final flag; no empty trailer
     with pytest.raises(IntegrityError, match="chunk 0"):
-        decrypt_bytes(header + records[0], **dk)
+        decrypt(header + records[0], dk)
 
 
 def test_trailing_data_is_rejected(dk: dict[str, Any]) -> None:
     stored = encrypt(sample(100), dk)
     with pytest.raises(IntegrityError):
-        decrypt_bytes(stored + b"\0" * 40, **dk)
+        decrypt(stored + b"\0" * 40, dk)
 
 
 def test_swapped_or_repeated_chunks_fail(dk: dict[str, Any]) -> None:
@@ -421,7 +422,7 @@ def test_swapped_or_repeated_chunks_fail(dk: dict[str, Any]) -> None:
     a, b, c, d = records
     for order in ([b, a, c, d], [a, c, b, d], [a, a, c, d], [a, b, c, c, d]):
         with pytest.raises(IntegrityError):
-            decrypt_bytes(header + b"".join(order), **dk)
+            decrypt(header + b"".join(order), dk)
 
 
 @pytest.mark.parametrize(
@@ -432,7 +433,7 @@ def test_swapped_or_repeated_chunks_fail(dk: dict[str, Any]) -> None:
 def test_object_presented_under_another_name_fails(dk: dict[str, Any], other: dict[str, str]) -> None:
     stored = encrypt(sample(10), dk)
     with pytest.raises(IntegrityError, match="chunk 0 failed authentication"):
-        decrypt_bytes(stored, **(dk | other))
+        decrypt(stored, dk | other)
 
 
 def test_chunk_spliced_from_another_encryption_of_the_same_object_fails(dk: dict[str, Any]) -> None:
@@ -440,7 +441,7 @@ def test_chunk_spliced_from_another_encryption_of_the_same_object_fails(dk: dict
     header1, records1 = split(encrypt(data, dk), dk)
     _, records2 = split(encrypt(data, dk), dk)
     with pytest.raises(IntegrityError, match="chunk 1"):
-        decrypt_bytes(header1 + records1[0] + records2[1] + records1[2], **dk)
+        decrypt(header1 + records1[0] + records2[1] + records1[2], dk)
 
 
 # ---------------------------------------------------------------- composition with compression and a repository
@@ -531,7 +532,7 @@ def test_rotation_key_file_to_kms_and_back(kms: tuple[Any, str], envelope, tmp_p
     back = rewrap(to_kms, KmsKey(client=client), load_key_file(tmp_path / "next.key"))
     assert back["wrapping"] == "keyfile" and back["key_id"] not in (meta["key_id"], arn)
     key = unwrap_data_key(back, wrapper_for(back, key_file=tmp_path / "next.key"))
-    assert decrypt_bytes(stored, **(kw | {"data_key": key})) == b"old backup"
+    assert decrypt(stored, kw | {"data_key": key}) == b"old backup"
 
 
 def test_kms_key_missing_from_this_account_or_region_is_a_key_error(kms: tuple[Any, str]) -> None:
