@@ -19,6 +19,7 @@ from backup_tools.compress import (
     sniff_codec,
 )
 from backup_tools.errors import IntegrityError, UsageError
+from tests.streams import Trickle
 
 MiB = 1 << 20
 SIZES = [0, 1, FRAME_SIZE - 1, FRAME_SIZE, FRAME_SIZE + 1, 5 * MiB + 7]
@@ -37,21 +38,6 @@ def compress(data: bytes, codec: str) -> bytes:
 
 def decompress(data: bytes, codec: str) -> bytes:
     return decompressing_reader(io.BytesIO(data), codec=codec).read()
-
-
-class Trickle(io.RawIOBase):
-    """A source that returns at most 7 bytes per read, like a pipe under load."""
-
-    def __init__(self, data: bytes):
-        self._src = io.BytesIO(data)
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:  # type: ignore[override]
-        piece = self._src.read(min(7, len(buffer)))
-        buffer[: len(piece)] = piece
-        return len(piece)
 
 
 @pytest.mark.parametrize("codec", CODECS)
@@ -103,8 +89,8 @@ def test_unknown_codec_is_a_usage_error() -> None:
 @pytest.mark.parametrize("codec", ["zstd", "gzip"])
 def test_short_reads_from_source_are_handled(codec: str) -> None:
     data = sample(FRAME_SIZE + 100)
-    stored = compressing_reader(Trickle(data), codec=codec).read()
-    out = decompressing_reader(Trickle(stored), codec=codec).read()
+    stored = compressing_reader(Trickle(data, step=7), codec=codec).read()
+    out = decompressing_reader(Trickle(stored, step=7), codec=codec).read()
     assert out == data
     if codec == "zstd":  # short reads must not shrink frames (each frame is a full FRAME_SIZE of input)
         assert zstandard.get_frame_parameters(stored).content_size == FRAME_SIZE

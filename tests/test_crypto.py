@@ -41,6 +41,7 @@ from backup_tools.keys import (
     wrapper_for,
 )
 from backup_tools.repository import FileRepository
+from tests.streams import Trickle
 
 MiB = 1 << 20
 BACKUP, OBJECT = "20240101T000000-full", "base/base.tar"
@@ -279,22 +280,10 @@ def test_encrypting_reader_streams_without_staging(dk: dict[str, Any]) -> None:
 
 
 def test_short_reads_from_source(dk: dict[str, Any]) -> None:
-    class Trickle(io.RawIOBase):
-        def __init__(self, data: bytes):
-            self._src = io.BytesIO(data)
-
-        def readable(self) -> bool:
-            return True
-
-        def readinto(self, buffer) -> int:  # type: ignore[override]
-            piece = self._src.read(min(4093, len(buffer)))
-            buffer[: len(piece)] = piece
-            return len(piece)
-
     data = sample(2 * CHUNK_SIZE + 5)
-    stored = encrypting_reader(Trickle(data), **dk).read()  # type: ignore[arg-type]
+    stored = encrypting_reader(Trickle(data, step=4093), **dk).read()  # type: ignore[arg-type]
     assert len(split(stored, dk)[1]) == 3  # full-size chunks despite short reads
-    assert decrypting_reader(Trickle(stored), **dk).read() == data  # type: ignore[arg-type]
+    assert decrypting_reader(Trickle(stored, step=4093), **dk).read() == data  # type: ignore[arg-type]
 
 
 def test_decrypt_to_file_and_stream(dk: dict[str, Any], tmp_path: Path) -> None:
