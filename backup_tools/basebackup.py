@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import tarfile
+import tempfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -145,6 +146,10 @@ def run_basebackup(
 
 def verify_dir(path: Path, *, pg: PgBin, fmt: Format) -> None:
     """Run pg_verifybackup on a backup directory (tar backups: WAL is checked via the archive, not parsed here)."""
+    if fmt == "tar" and pg.major < 18:  # pg_verifybackup reads tar files only from PostgreSQL 18 on
+        with tempfile.TemporaryDirectory(dir=path.parent, prefix=".verify-") as unpacked:
+            _unpack_tars(path, Path(unpacked))
+            return verify_dir(Path(unpacked), pg=pg, fmt="plain")
     args: list[str | os.PathLike[str]] = [pg.tool("pg_verifybackup"), "--quiet", "--exit-on-error"]
     if fmt == "tar":
         args += ["--format=t", "--no-parse-wal"]
@@ -152,6 +157,16 @@ def verify_dir(path: Path, *, pg: PgBin, fmt: Format) -> None:
         run([*args, path], timeout=None)
     except ToolFailed as e:
         raise IntegrityError(f"pg_verifybackup rejected the backup in {path}: {e}") from e
+
+
+def _unpack_tars(path: Path, dest: Path) -> None:
+    """Lay out a tar-format backup as a data directory: base.tar at the top, pg_wal.tar in pg_wal/, the manifest."""
+    for tar_name, into in (("base.tar", dest), ("pg_wal.tar", dest / "pg_wal")):
+        if (path / tar_name).exists():
+            into.mkdir(exist_ok=True)
+            with tarfile.open(path / tar_name) as tar:
+                tar.extractall(into, filter="tar")
+    (dest / MANIFEST).write_bytes((path / MANIFEST).read_bytes())
 
 
 def read_manifest(path: Path) -> ManifestInfo:

@@ -14,6 +14,7 @@ from backup_tools.pitr import RecoveryTarget
 from backup_tools.repository import FileRepository
 from backup_tools.restore import restore, start_restored, stop_restored
 from backup_tools.verify import fingerprint
+from tests.pgversions import needs_incremental
 
 pytestmark = pytest.mark.integration
 PG15 = Path("/usr/lib/postgresql/15/bin")
@@ -84,6 +85,7 @@ def test_full_backup_is_catalogued_verified_and_restores(primary, repo, pg_bin, 
 
 
 def test_incremental_chain_is_exact_under_delete_truncate_and_ddl(primary, repo, pg_bin, make_cluster, tmp_path):
+    needs_incremental(pg_bin)
     primary.safe_sql("CREATE TABLE audit (id int PRIMARY KEY, what text)")
     primary.safe_sql("INSERT INTO audit SELECT g, 'a' || g FROM generate_series(1, 300) g")
     primary.safe_sql("CREATE TABLE doomed (id int PRIMARY KEY)")
@@ -141,6 +143,7 @@ def test_incremental_on_postgres_15_is_a_clear_error(make_cluster, repo):
 
 
 def test_incremental_without_summarize_wal_is_a_clear_error(make_cluster, repo, pg_bin):
+    needs_incremental(pg_bin)
     cluster = make_cluster("nosummary")
     cluster.init(has_archiving=True, archive_url=repo.url, settings={"summarize_wal": "off"})
     cluster.start()
@@ -157,6 +160,7 @@ def test_incremental_without_summarize_wal_is_a_clear_error(make_cluster, repo, 
 
 
 def test_incremental_without_a_full_backup_is_refused(primary, repo, pg_bin):
+    needs_incremental(pg_bin)
     with pytest.raises(BackupNotFound, match="no finished full backup .* take a --kind full backup first"):
         physical_backup(dsn=primary.dsn, repo=repo, kind="incremental", pg=pg_bin, log=quiet)
     assert repo.list_backups() == []

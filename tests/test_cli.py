@@ -12,6 +12,7 @@ import pytest
 
 from backup_tools.ports import free_port
 from backup_tools.verify import Fingerprint, fingerprint
+from tests.pgversions import needs_incremental
 
 pytestmark = pytest.mark.integration
 
@@ -43,7 +44,8 @@ def primary(make_cluster, tmp_path):
     return cluster
 
 
-def test_round_trip_full_incremental_wal_push_restore_to_time(primary, tmp_path):
+def test_round_trip_full_incremental_wal_push_restore_to_time(primary, tmp_path, pg_bin):
+    needs_incremental(pg_bin)
     repo = primary.repo_url
     write_rows(primary, 1, 20)
     full = cli("backup", "--dsn", primary.dsn, "--repo", repo, "--kind", "full").stdout.strip()
