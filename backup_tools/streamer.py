@@ -56,7 +56,8 @@ class WalStreamer:
         with libpq_env(self.dsn) as env:
             env = {**env, "PGAPPNAME": self.app_name}
             run([tool, "--create-slot", "--if-not-exists", "--slot", self.slot, "--no-password"], env=env, timeout=60)
-            args = [os.fspath(tool), "-D", os.fspath(self.directory), "--slot", self.slot, "--no-password", "--no-loop"]
+            # No --no-loop: pg_receivewal reconnects by itself when the server restarts, as a standing streamer must.
+            args = [os.fspath(tool), "-D", os.fspath(self.directory), "--slot", self.slot, "--no-password"]
             if self.synchronous:
                 args.append("--synchronous")
             self._errlog = self.directory.parent / f".{self.directory.name}.receivewal.log"
@@ -77,8 +78,10 @@ class WalStreamer:
                     return
                 time.sleep(0.1)
         self.stop()
+        said = tail(self._errlog.read_text()) if self._errlog else ""
         raise ToolFailed(
-            f"pg_receivewal did not start streaming within {timeout:.0f} s; check the slot and pg_hba.conf"
+            f"pg_receivewal did not start streaming within {timeout:.0f} s ({said or 'no output'}); "
+            "check the slot, the DSN and pg_hba.conf"
         )
 
     def _check_alive(self) -> None:
