@@ -1,0 +1,58 @@
+"""Helpers shared by the golden, sweep and model tests: run backup-tools, restore and fingerprint, hash a tree."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import psycopg
+
+from backup_tools.pgbin import PgBin
+from backup_tools.ports import free_port
+from backup_tools.verify import Fingerprint, fingerprint
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run backup-tools as its own process (PGDRILL_KEY_FILE only if env gives it); never raises on a failure."""
+    base = {k: v for k, v in os.environ.items() if k != "PGDRILL_KEY_FILE"}
+    return subprocess.run([sys.executable, "-m", "backup_tools", *args], capture_output=True, text=True,
+                          timeout=timeout, env=base | (env or {}))  # fmt: skip
+
+
+def cli_ok(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> str:
+    """Run backup-tools, require exit 0 and return its stdout stripped."""
+    done = run_cli(*args, env=env, timeout=timeout)
+    assert done.returncode == 0, f"backup-tools {' '.join(args)} exited {done.returncode}: {done.stderr.strip()}"
+    return done.stdout.strip()
+
+
+def restore_fingerprint(url: str, backup: str, work: Path, *, pg: PgBin, env: dict[str, str] | None = None,
+                        immediate: bool = True, dbname: str = "postgres") -> Fingerprint:  # fmt: skip
+    """Restore a physical backup with the CLI into a new directory under work, start it, fingerprint dbname, stop it."""
+    data, port = work / f"restored-{backup}-{'imm' if immediate else 'end'}", free_port()
+    sock = Path(tempfile.mkdtemp(prefix="pgdrill-r-"))  # unix socket paths are at most 107 bytes
+    target = ["--target-immediate"] if immediate else []
+    cli_ok("restore", "--repo", url, "--to", str(data), "--backup", backup, *target, "--start", "--port", str(port),
+           "--socket-dir", str(sock), env=env)  # fmt: skip
+    try:
+        with psycopg.connect(host=str(sock), port=port, user="postgres", dbname=dbname, autocommit=True) as conn:
+            return fingerprint(conn)
+    finally:
+        subprocess.run([str(pg.tool("pg_ctl")), "-D", str(data), "-m", "immediate", "-w", "stop"],
+                       capture_output=True, check=False)  # fmt: skip
+        shutil.rmtree(sock, ignore_errors=True)
+
+
+def tree_digest(root: Path, *, skip: tuple[str, ...] = ()) -> dict[str, str]:
+    """Relative path -> sha256 of every file under root (paths starting with a `skip` prefix left out)."""
+    out = {}
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = path.relative_to(root).as_posix()
+        if not rel.startswith(skip):
+            out[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
