@@ -18,6 +18,7 @@ HISTORY_VERSION = 1
 FIELDS = (
     "run_id", "finished_at", "test", "scenario", "method", "verdict", "rto_seconds", "rpo_seconds",
     "target_rto_seconds", "target_rpo_seconds", "lost_commits", "reason", "git_commit", "host",
+    "family", "data_source", "source",
 )  # fmt: skip
 
 
@@ -99,12 +100,13 @@ def _when(record: dict[str, Any]) -> datetime | None:
 
 
 def last_passes(records: Iterable[dict[str, Any]]) -> dict[str, datetime]:
-    """The newest passing drill's time per scenario."""
+    """The newest passing recovery drill's time per scenario (fault-detection drills recover nothing)."""
     out: dict[str, datetime] = {}
     for record in records:
         when = _when(record)
         if (
             record.get("verdict") == "pass"
+            and record.get("family") != "fault-detection"
             and when
             and (record["scenario"] not in out or when > out[record["scenario"]])
         ):

@@ -43,9 +43,12 @@ def parse_duration(text: str | int | float) -> timedelta:
 
 
 def format_seconds(seconds: float | None) -> str:
-    """Format seconds for a report: '0.42 s', '12.3 s', '4 min 05 s', '2 h 03 min'."""
+    """Format seconds for a report: '420 ms', '5.2 ms', '1.42 s', '12.3 s', '4 min 05 s', '2 h 03 min'."""
     if seconds is None:
         return "n/a"
+    if seconds < 1:  # a 1 ms target must not print as "0.00 s"
+        ms = seconds * 1000
+        return f"{ms:.0f} ms" if ms >= 10 or ms == 0 else f"{ms:.2g} ms"
     if seconds < 60:
         return f"{seconds:.2f} s" if seconds < 10 else f"{seconds:.1f} s"
     minutes, secs = divmod(round(seconds), 60)

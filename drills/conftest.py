@@ -36,6 +36,7 @@ class Template:
 
     data_dir: Path
     seeded: SeedResult
+    size_bytes: int | None = None  # pg_database_size of the seeded database: the report's "measured on a ... seed"
 
 
 @pytest.fixture(scope="session")
@@ -50,8 +51,9 @@ def seeded_template(
         cluster.start()
         with cluster.connect() as conn:
             result = seed_database(conn, scale=scale, seed=seed)
+            (size,) = conn.execute("SELECT pg_database_size(current_database())").fetchone()
         cluster.stop()
-        yield Template(cluster.data_dir, result)
+        yield Template(cluster.data_dir, result, size)
     finally:
         cluster.teardown()
 
@@ -68,6 +70,7 @@ def seeded_cluster(
         cluster.start()
         seeded = seeded_template.seeded
         drill.notes["seed"] = seeded.rows
+        drill.notes["seed_size_bytes"] = seeded_template.size_bytes
         drill.notes["seed_load"] = {"seconds": round(seeded.seconds, 2), "rows_per_second": round(seeded.rows_per_second)}
         return cluster
 

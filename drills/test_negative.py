@@ -1,4 +1,4 @@
-"""Negative drills: a broken backup must turn the drill red. Each runs the normal restore path on a damaged
+"""Fault-detection (negative) drills: a broken backup must turn the drill red. Each runs the normal restore path on a damaged
 repository or a wrong target and passes only if the suite detects it (a failed restore or a failed data check)."""
 
 import os
@@ -25,7 +25,7 @@ def harm_and_flush(primary, method, drill):
     return failure
 
 
-@pytest.mark.drill("accidental-deletion")
+@pytest.mark.drill("accidental-deletion", fault="archived WAL segment deleted")
 @pytest.mark.parametrize("method", ["full"], indirect=True)
 @pytest.mark.parametrize("target", [pytest.param(True, id="to-xid"), pytest.param(False, id="to-end-of-wal")])
 def test_missing_wal_segment_in_recovery_range_is_detected(protected_primary, method, drill, target):
@@ -44,14 +44,14 @@ def test_missing_wal_segment_in_recovery_range_is_detected(protected_primary, me
 
     # Then the restore fails loudly (backup-tools refuses, or recovery stops short of the target)
     recovery = RecoveryTarget(xid=failure.xid, inclusive=False) if target else None
-    with drill.expect_detection("archived WAL segment deleted"):
+    with drill.expect_detection():
         restored = method.restore("restored", target=recovery)
         drill.verify(restored, expected=truth)
         drill.finish(restored)
     assert after_backup in drill.detected or "recovery target" in drill.detected
 
 
-@pytest.mark.drill("complete-loss")
+@pytest.mark.drill("complete-loss", fault="backup object corrupted")
 @pytest.mark.parametrize("method", ["full", "logical"], indirect=True)
 def test_corrupted_backup_object_is_detected(protected_primary, method, drill):
     # Given a backup in a file repository
@@ -69,14 +69,14 @@ def test_corrupted_backup_object_is_detected(protected_primary, method, drill):
     drill.notes["corrupted_object"] = str(path.relative_to(root))
 
     # Then the restore refuses the object (checksum mismatch) instead of starting a damaged cluster
-    with drill.expect_detection("backup object corrupted"):
+    with drill.expect_detection():
         restored = method.restore("restored")
         drill.verify(restored, expected=truth)
         drill.finish(restored)
     assert any(word in drill.detected.lower() for word in ("sha256", "checksum", "corrupt", "integrity"))
 
 
-@pytest.mark.drill("complete-loss")
+@pytest.mark.drill("complete-loss", fault="wrong encryption key")
 @pytest.mark.parametrize("method", ["full"], indirect=True)
 def test_wrong_encryption_key_is_detected(seeded_cluster, method, drill, tmp_path):
     # Given backups and WAL encrypted with one key
@@ -98,14 +98,14 @@ def test_wrong_encryption_key_is_detected(seeded_cluster, method, drill, tmp_pat
     method.env["PGDRILL_KEY_FILE"] = str(keys["wrong"])
 
     # Then nothing is decrypted and the restore fails naming the key problem
-    with drill.expect_detection("wrong encryption key"):
+    with drill.expect_detection():
         restored = method.restore("restored")
         drill.verify(restored, expected=truth)
         drill.finish(restored)
     assert "key" in drill.detected.lower()
 
 
-@pytest.mark.drill("accidental-deletion")
+@pytest.mark.drill("accidental-deletion", fault="restored past the harmful commit")
 @pytest.mark.parametrize("method", ["full"], indirect=True)
 def test_restore_to_the_wrong_target_fails_the_fingerprint_check(protected_primary, method, drill):
     # Given a backup and the truth before the harm
@@ -116,7 +116,7 @@ def test_restore_to_the_wrong_target_fails_the_fingerprint_check(protected_prima
     wrong = RecoveryTarget(xid=failure.xid, inclusive=True)
 
     # Then the data checks catch it: chat_messages is empty where the truth has rows
-    with drill.expect_detection("restored past the harmful commit"):
+    with drill.expect_detection():
         restored = method.restore("restored", target=wrong)
         drill.verify(restored, expected=truth)
         drill.finish(restored)

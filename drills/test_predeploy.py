@@ -5,6 +5,7 @@ from psycopg import sql
 
 from backup_tools.pitr import RecoveryTarget
 from backup_tools.verify import Fingerprint
+from fixtures.drill import TEAM_DATABASE
 
 RESTORE_POINT = "before-migration-42"
 MIGRATIONS = [
@@ -43,6 +44,8 @@ def test_roll_back_a_bad_migration_to_the_restore_point(protected_primary, metho
 def test_deploy_gate_backup_restores(request, make_method, drill):
     # Given the database to deploy to: --dsn (only read), or else a seeded stand-in the suite starts itself
     dsn = request.config.getoption("dsn") or request.getfixturevalue("seeded_cluster")("production").dsn
+    if request.config.getoption("dsn"):
+        drill.set_source(TEAM_DATABASE, kind="dsn", location=dsn)
     gate = make_method("logical")
     drill.use(gate)
     drill.method = "gate"

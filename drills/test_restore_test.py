@@ -8,7 +8,7 @@ import pytest
 from backup_tools.pitr import RecoveryTarget
 from backup_tools.runner import run
 from backup_tools.verify import Fingerprint
-from fixtures.drill import Check
+from fixtures.drill import TEAM_BACKUP, Check
 from fixtures.ticker import TICKS_TABLE
 
 
@@ -45,6 +45,9 @@ def test_restore_the_teams_backup(pytestconfig, source, drill):
     which = pytestconfig.getoption("source_backup")
     chosen = {"latest": records[-1], "random": random.choice(records)}.get(which) or source.repo.read_catalog(which)
     source.taken[:], source.chosen = [chosen.id], chosen.id
+    if pytestconfig.getoption("source_repo"):  # the team's backup, not the stand-in: this restore evidences controls
+        drill.set_source(TEAM_BACKUP, kind="pgdrill-repo", location=source.repo_url, backup=chosen.id,
+                         created_at=chosen.stop_time or chosen.start_time)  # fmt: skip
 
     # When it is restored into an ephemeral cluster (each object checked against the catalog's sha256 on the way)
     drill.mark_failure()

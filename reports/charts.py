@@ -77,8 +77,12 @@ def phase_timeline_svg(phases: Sequence[dict[str, Any]], *, rto: float | None, t
         return _svg(fig)
 
 
-def _missed(value: float, target: float | None) -> bool:
-    return target is not None and value > target
+def _missed(point: dict[str, Any], key: str) -> bool:
+    """Whether a run's figure missed its target; an RPO target of 0 is judged on lost commits, not seconds."""
+    value, target = point.get(key), point.get(f"target_{key}")
+    if key == "rpo_seconds" and target == 0:
+        return bool(point.get("lost_commits"))
+    return target is not None and value is not None and value > target
 
 
 def _trend_axis(ax: Any, runs: Sequence[dict[str, Any]], key: str, target: float | None, title: str) -> None:
@@ -88,13 +92,15 @@ def _trend_axis(ax: Any, runs: Sequence[dict[str, Any]], key: str, target: float
     if measured:
         ax.plot([m[0] for m in measured], [m[1] for m in measured], color=OTHER, linewidth=1, zorder=1)
     for outcome, colour, marker in (("met", PASS, "o"), ("missed", FAIL, "X")):
-        pts = [(x, v) for x, v, r in measured if _missed(v, r.get(f"target_{key}")) == (outcome == "missed")]
+        pts = [(x, v) for x, v, r in measured if _missed(r, key) == (outcome == "missed")]
         if pts:
             dots = ax.scatter([p[0] for p in pts], [p[1] for p in pts], color=colour, marker=marker, s=36, zorder=2,
                               label=f"target {outcome}")  # fmt: skip
             dots.set_gid(f"{key}-{outcome}")  # the SVG group's id, so tests can count the points
     top = max((v for _, v, _ in measured), default=1.0) or 1.0
-    if target is not None and target <= top * 2:
+    if key == "rpo_seconds" and target == 0:
+        label = "target: 0 lost commits (● none lost)"
+    elif target is not None and target <= top * 2:
         ax.axhline(target, color=TARGET, linestyle="--", linewidth=1.2)
         top = max(top, target)
         label = f"- - target {format_seconds(target)}"

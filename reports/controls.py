@@ -43,6 +43,12 @@ SCENARIO_CONTROLS: dict[str, tuple[str, ...]] = {
     "restore-test": _BASE,
 }
 SCENARIOS = tuple(SCENARIO_CONTROLS)
+STATUS_LABELS = {
+    "ok": "EVIDENCED",
+    "stale": "NOT IN THIS RUN",
+    "synthetic": "EXERCISED ON SYNTHETIC DATA",
+    "gap": "GAP",
+}
 
 
 def controls_for(scenario: str) -> list[str]:
@@ -50,20 +56,30 @@ def controls_for(scenario: str) -> list[str]:
     return list(SCENARIO_CONTROLS.get(scenario, ()))
 
 
+def on_team_data(record: dict[str, Any]) -> bool:
+    """Whether a drill (or history line) restored the team's own backup or database, not a synthetic stand-in."""
+    return (record.get("data_source") or "synthetic") != "synthetic"
+
+
 def control_status(
     control: str, *, run: list[dict[str, Any]], history: list[dict[str, Any]], stale_after: timedelta, now: datetime
 ) -> dict[str, Any]:
-    """One control's row: mapped scenarios, drills in this run, last pass on record, and the gap if any."""
+    """One control's row: mapped scenarios, recovery drills in this run, last pass on team data, and the gap if any."""
     scenarios = [s for s, controls in SCENARIO_CONTROLS.items() if control in controls]
-    ran = [r for r in run if r["scenario"] in scenarios]
+    ran = [r for r in run if r["scenario"] in scenarios and r.get("family") != "fault-detection"]
     skipped = sorted({f"{r['scenario']}/{r['method']}" for r in ran if r["verdict"] == "skip"})
-    passed_now = [r for r in ran if r["verdict"] == "pass"]
-    passes = {s: t for s, t in last_passes(history).items() if s in scenarios}
+    passed_now = [r for r in ran if r["verdict"] == "pass" and on_team_data(r)]
+    synthetic_now = [r for r in ran if r["verdict"] == "pass" and not on_team_data(r)]
+    passes = {s: t for s, t in last_passes([h for h in history if on_team_data(h)]).items() if s in scenarios}
     last = max(passes.items(), key=lambda kv: kv[1], default=None)
     if passed_now:
         status, gap = "ok", ""
     elif last and now - last[1] <= stale_after:
-        status, gap = "stale", "no passing drill in this run; last pass is within the allowed age"
+        status, gap = "stale", "no passing drill on the team's data in this run; last one is within the allowed age"
+    elif synthetic_now:
+        status = "synthetic"
+        gap = ("exercised on synthetic data: " + ", ".join(sorted({f"{r['scenario']}/{r['method']}" for r in synthetic_now}))
+               + " passed on a seeded stand-in, not on the team's backups or database")  # fmt: skip
     else:
         status = "gap"
         failed = sorted({f"{r['scenario']}/{r['method']}" for r in ran if r["verdict"] in ("fail", "error")})
@@ -72,11 +88,10 @@ def control_status(
         elif skipped:
             gap = "the mapped drills were skipped: " + ", ".join(skipped)
         elif last:
-            gap = (
-                f"no drill in this run; last pass {(now - last[1]).days} days ago is older than {stale_after.days} days"
-            )
+            gap = (f"no drill on the team's data in this run; last pass {(now - last[1]).days} days ago is older "
+                   f"than {stale_after.days} days")  # fmt: skip
         else:
-            gap = "no drill mapped to this control has ever passed"
+            gap = "no drill mapped to this control has ever passed on the team's backups or database"
     return {"control": control, "asks": CONTROLS[control], "scenarios": scenarios, "ran": ran, "last_pass": last,
             "status": status, "gap": gap}  # fmt: skip
 
@@ -96,6 +111,7 @@ def render_compliance(
             "<br>".join(
                 f'<span class="pgdrill-badge pgdrill-{escape(v)}">{escape(v.upper())}</span> {escape(s)}: '
                 + escape(", ".join(sorted({str(r["method"]) for r in rs})))
+                + ("" if any(on_team_data(r) for r in rs) else ' <span class="pgdrill-muted">(synthetic)</span>')
                 for s, rs in by_scenario.items()
                 for v in [max((r["verdict"] for r in rs), key=lambda x: SEVERITY.get(x, 3))]
             )
@@ -103,7 +119,7 @@ def render_compliance(
         )
         last = row["last_pass"]
         last_text = f"{last[1]:%Y-%m-%d %H:%M} UTC ({escape(last[0])})" if last else "never"
-        label = {"ok": "EVIDENCED", "stale": "NOT IN THIS RUN", "gap": "GAP"}[row["status"]]
+        label = STATUS_LABELS[row["status"]]
         rows.append(
             f'<tr class="pgdrill-control-{row["status"]}"><td><b>{escape(control)}</b><br>'
             f'<span class="pgdrill-muted">{escape(row["asks"])}</span></td>'
@@ -115,8 +131,11 @@ def render_compliance(
             f"{escape(', '.join(unmapped))}</p>") if unmapped else ""  # fmt: skip
     return (
         '<section id="pgdrill-compliance"><h2>Compliance: controls evidenced</h2>'
-        f'<p class="pgdrill-muted">A control is evidenced when a drill mapped to it passed in this run; '
-        f"otherwise the last pass on record is shown, and it is a gap after {stale_after.days} days.</p>"
+        '<p class="pgdrill-muted">A control is <b>evidenced</b> only when a recovery drill mapped to it passed in this '
+        "run on the team's own backups or database (data source team-backup or team-database). A pass on synthetic "
+        "(seeded) data shows the procedure works, not that the team's backups restore: it is <b>exercised on "
+        "synthetic data</b>. Without either, the last pass on the team's data is shown, and it is a gap after "
+        f"{stale_after.days} days. Fault-detection drills evidence no control.</p>"
         '<table class="pgdrill-table"><thead><tr><th>Control</th><th>Scenarios mapped</th><th>Drills in this run</th>'
-        f"<th>Last pass on record</th><th>Status</th></tr></thead><tbody>{''.join(rows)}</tbody></table>{note}</section>"
+        f"<th>Last pass on the team's data</th><th>Status</th></tr></thead><tbody>{''.join(rows)}</tbody></table>{note}</section>"
     )

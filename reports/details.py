@@ -8,7 +8,7 @@ from typing import Any
 
 from backup_tools.durations import format_bytes, format_seconds
 from reports.charts import phase_timeline_svg
-from reports.render import figure, lost, verdict_badge, why
+from reports.render import figure, is_fault_detection, lost, rpo_cell, source_label, verdict_badge, why
 
 
 def _or_dash(value: Any) -> str:
@@ -28,21 +28,33 @@ def figures_html(r: dict[str, Any]) -> str:
             "RTO (failure → accepting connections and checks passed)",
             figure(r.get("rto_seconds"), r.get("target_rto_seconds")),
         ],
-        [
-            "RPO (failure → newest surviving acknowledged commit)",
-            figure(r.get("rpo_seconds"), r.get("target_rpo_seconds")),
-        ],
+        ["RPO (failure → newest surviving acknowledged commit)", rpo_cell(r)],
         ["Acknowledged commits lost", lost(r)],
         ["Acknowledged commits before the failure", escape(_or_dash(r.get("acknowledged_before_failure")))],
         ["Commits after the failure discarded by the restore", escape(_or_dash(r.get("discarded_after_failure")))],
         ["Failure injected (t_fail)", escape(str(r.get("t_fail") or "–"))],
         ["Recovered at", escape(str(r.get("recovered_at") or "–"))],
+        ["Data restored", source_label(r)],
     ]
     projection = (r.get("notes") or {}).get("projection")
     if isinstance(projection, dict) and projection.get("projected_rto_seconds") is not None:
+        projected, target = projection["projected_rto_seconds"], r.get("target_rto_seconds")
+        css = "pgdrill-ok" if target is None or projected <= target else "pgdrill-warn"  # a verdict only if asserted
         rows.insert(1, [f"RTO projected to {escape(str(projection.get('production_size')))} (size-bound phases scaled)",
-                        figure(projection["projected_rto_seconds"], r.get("target_rto_seconds"))])  # fmt: skip  # fmt: skip
+                        f'<span class="{css}">{escape(format_seconds(projected))}</span> / '
+                        f"{escape(format_seconds(target))}"])  # fmt: skip
     return _table(["Figure", "Measured / target"], rows, css="pgdrill-figures")
+
+
+def fault_html(r: dict[str, Any]) -> str:
+    """A fault-detection drill's figures: the fault injected, whether and how it was caught, the message."""
+    fault = r.get("fault") or {}
+    rows = [["Fault injected", escape(str(fault.get("injected") or "–"))],
+            ["Caught", "yes" if fault.get("detected") else '<span class="pgdrill-miss">no</span>'],
+            ["Caught by", escape(str(fault.get("detected_by") or "–"))],
+            ["Message", escape(str(fault.get("message") or why(r) or "–"))],
+            ["Data", source_label(r)]]  # fmt: skip
+    return _table(["Fault-detection drill (not a recovery: no RTO/RPO)", ""], rows, css="pgdrill-figures")
 
 
 def phases_html(r: dict[str, Any]) -> str:
@@ -103,17 +115,32 @@ def _pre(lines: list[str], empty: str) -> str:
     )
 
 
+def controls_text(r: dict[str, Any]) -> str:
+    """Which controls this drill evidences, or why it evidences none."""
+    evidenced, mapped = r.get("evidences") or [], ", ".join(r.get("controls") or [])
+    if evidenced:
+        return f"Controls evidenced: {escape(', '.join(evidenced))}."
+    if is_fault_detection(r):
+        return "Controls evidenced: none (a fault-detection drill recovers nothing)."
+    if not mapped:
+        return "Controls evidenced: none mapped."
+    why_not = ("exercised on synthetic data" if (r.get("data_source") or "synthetic") == "synthetic"
+               else "the drill did not pass")  # fmt: skip
+    return f"Controls evidenced: none ({why_not}; mapped: {escape(mapped)})."
+
+
 def render_details(r: dict[str, Any], *, log_lines: list[str]) -> str:
     """The expanded-row HTML of one drill."""
     failed = r["verdict"] in ("fail", "error")
     reason = why(r)
-    head = f"<p>{verdict_badge(r['verdict'])} <b>{escape(r['scenario'])} / {escape(str(r['method']))}</b>"
+    head = f"<p>{verdict_badge(r['verdict'], fault=is_fault_detection(r))} <b>{escape(r['scenario'])} / {escape(str(r['method']))}</b>"
     head += f' — <span class="pgdrill-why">{escape(reason)}</span></p>' if reason else "</p>"
     logs = _pre(log_lines, "No server log lines were captured.")
     commands = _pre(r.get("commands") or [], 'The drill listed no commands (drill.notes["commands"]).')
     evidence = ", ".join(escape(p) for p in r.get("server_logs") or []) or "none"
     return (
-        f'<div class="pgdrill-details">{head}<div class="pgdrill-cols"><div>{figures_html(r)}</div>'
+        f'<div class="pgdrill-details">{head}<div class="pgdrill-cols">'
+        f"<div>{fault_html(r) if is_fault_detection(r) else figures_html(r)}</div>"
         f"<div><h4>Data checks</h4>{checks_html(r)}</div></div>"
         f"<h4>Recovery phases</h4>{phases_html(r)}<h4>Backups used</h4>{backups_html(r)}"
         + (
@@ -123,5 +150,5 @@ def render_details(r: dict[str, Any], *, log_lines: list[str]) -> str:
         )  # fmt: skip
         + notes_html(r)
         + f'<p class="pgdrill-muted">Server logs in the evidence bundle: {evidence}. '
-        f"Controls evidenced: {escape(', '.join(r.get('controls') or []) or 'none mapped')}.</p></div>"
+        f"{controls_text(r)}</p></div>"
     )

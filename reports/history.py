@@ -24,10 +24,11 @@ def worst(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
 
 
 def series(records: Iterable[dict[str, Any]], *, last: int) -> dict[tuple[str, str], list[dict[str, Any]]]:
-    """Per (scenario, method): one point per run that ran it (skips left out), oldest first, the last `last` runs."""
+    """Per (scenario, method): one point per run of its recovery drills (skips and fault detection left out), oldest
+    first, the last `last` runs."""
     by_key: dict[tuple[str, str], dict[str, list[dict[str, Any]]]] = {}
     for record in records:
-        if record.get("verdict") == "skip":
+        if record.get("verdict") == "skip" or record.get("family") == "fault-detection":
             continue
         runs = by_key.setdefault((record["scenario"], str(record.get("method"))), {})
         runs.setdefault(str(record.get("run_id")), []).append(record)

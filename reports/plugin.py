@@ -17,13 +17,13 @@ import pytest
 from backup_tools.drill_history import History, append_history, history_line, parse_history
 from backup_tools.errors import BackupToolsError
 from backup_tools.runner import redact
-from fixtures.drill import drill_key, targets_key
+from fixtures.drill import FAULT_DETECTION, RECOVERY, SYNTHETIC, drill_key, targets_key
 from reports import evidence
 from reports.controls import SCENARIOS, render_compliance
 from reports.records import build_record, copy_logs, log_sources, relevant_lines
 from reports.render import header_cells, render_summary, row_cells, why
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 JUNIT_PROPERTIES = ("scenario", "method", "verdict", "rto_seconds", "target_rto_seconds", "rpo_seconds",
                     "target_rpo_seconds", "lost_commits")  # fmt: skip
 
@@ -170,7 +170,10 @@ def _figures(item: pytest.Item) -> dict[str, Any] | None:
             "target_max_lost_commits": target.max_lost_commits if target else None,
             "rto_seconds": None, "rpo_seconds": None, "lost_commits": None, "acknowledged_before_failure": None,
             "discarded_after_failure": None, "t_fail": None, "recovered_at": None,
-            "phases": [], "checks": [], "violations": [], "notes": {}}  # fmt: skip
+            "phases": [], "checks": [], "violations": [], "notes": {},
+            "family": FAULT_DETECTION if marker.kwargs.get("fault") else RECOVERY,
+            "fault": {"injected": marker.kwargs["fault"], "detected": False, "detected_by": None, "message": None}
+            if marker.kwargs.get("fault") else None, "data_source": SYNTHETIC, "source": None}  # fmt: skip
 
 
 @pytest.hookimpl(wrapper=True)

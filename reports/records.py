@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from backup_tools.runner import redact
+from fixtures.drill import FAULT_DETECTION, SYNTHETIC, first_error_line
 from reports.controls import controls_for
 
 # Keys a drill may put into drill.notes for the report (see docs/report.md).
@@ -19,6 +20,13 @@ BACKUP_KEYS = ("id", "kind", "size_bytes", "sha256", "created_at", "age_seconds"
 _SEVERE = re.compile(r"\b(PANIC|FATAL|ERROR|WARNING|FAILED|could not|recovery stopping|invalid)\b", re.I)
 MAX_LOG_BYTES = 5 << 20
 VERDICTS = {"passed": "pass", "failed": "fail", "skipped": "skip"}
+_QUALIFIED_ERROR = re.compile(r"^(?:[a-z_]\w*\.)+[A-Z]\w*: ")  # "backup_tools.errors.ToolFailed: " before a message
+
+
+def evidenced_controls(record: dict[str, Any]) -> list[str]:
+    """The controls a record evidences: its scenario's, only for a passing recovery drill on the team's data."""
+    evidencing = record.get("verdict") == "pass" and record.get("data_source", SYNTHETIC) != SYNTHETIC
+    return list(record.get("controls") or []) if evidencing and record.get("family") != FAULT_DETECTION else []
 
 
 def redact_value(value: Any) -> Any:
@@ -37,14 +45,13 @@ def redact_value(value: Any) -> Any:
 
 
 def one_line(report: pytest.TestReport) -> str:
-    """The first line of the failure or skip message."""
+    """The skip message's first line, or the failure's first real error line (server FATAL, tool error, failed check)."""
     if report.skipped and isinstance(report.longrepr, tuple):
-        message = str(report.longrepr[2]).removeprefix("Skipped: ")
-    else:
-        crash = getattr(report.longrepr, "reprcrash", None)
-        message = crash.message if crash is not None else str(report.longrepr or "")
-    lines = message.strip().splitlines()
-    return redact(lines[0].removeprefix("Failed: ")) if lines else report.outcome
+        lines = str(report.longrepr[2]).removeprefix("Skipped: ").strip().splitlines()
+        return redact(lines[0]) if lines else report.outcome
+    crash = getattr(report.longrepr, "reprcrash", None)
+    message = crash.message if crash is not None else str(report.longrepr or "")
+    return redact(first_error_line(_QUALIFIED_ERROR.sub("", message.strip()))) or report.outcome
 
 
 def _iso(value: Any) -> str | None:
@@ -151,6 +158,11 @@ def build_record(
     record["server_log_tail"] = [redact(str(line)) for line in tail] if isinstance(tail, list | tuple) else []
     notes.pop(SERVER_LOGS, None)
     record["server_logs"] = []
-    record["controls"] = controls_for(record["scenario"])
+    record.setdefault("family", "recovery")
+    record.setdefault("fault", None)
+    record.setdefault("data_source", SYNTHETIC)
+    record.setdefault("source", None)
+    record["controls"] = [] if record["family"] == FAULT_DETECTION else controls_for(record["scenario"])
+    record["evidences"] = evidenced_controls(record)
     record["notes"] = redact_value(notes)
     return redact_value(record)

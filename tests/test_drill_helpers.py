@@ -6,7 +6,7 @@ import pytest
 
 from backup_tools.durations import format_bytes
 from backup_tools.pitr import RecoveryTarget
-from fixtures.drill import Drill, parse_size, project_rto
+from fixtures.drill import Drill, first_error_line, parse_size, project_rto
 from fixtures.measure import Phase, RpoMeasurement
 from fixtures.methods import FullBackup, target_args
 from fixtures.targets import Target
@@ -73,3 +73,21 @@ def test_method_opens_its_repository_once_and_restores_a_chosen_backup(tmp_path)
     assert method.restore_args() == []
     method.chosen = "b1"
     assert method.restore_args() == ["--backup", "b1"]
+
+
+def test_the_reason_is_the_first_real_error_line_after_the_failing_command():
+    auth = ("backup-tools restore failed (exit 1): restoring 20260301T0000Z-logical\nLOG: connecting\n"
+            "pg_restore: error: connection to server failed: fe_sendauth: no password supplied")  # fmt: skip
+    assert first_error_line(auth) == (
+        "backup-tools restore: pg_restore: error: connection to server failed: fe_sendauth: no password supplied"
+    )
+    role = 'backup-tools restore failed (exit 1): x\npg_restore: error: ERROR:  role "app_owner" does not exist'
+    assert first_error_line(role).endswith('ERROR: role "app_owner" does not exist')
+    assert first_error_line("cluster did not start\nLOG: a\nFATAL: could not open file").endswith(
+        "FATAL: could not open file"
+    )
+    own = "backup-tools restore failed (exit 3): backup-tools restore: error: wrong key"
+    assert first_error_line(own) == own
+    assert first_error_line("Failed: corruption/full: measured RTO 2 s exceeds target 1 s") == (
+        "corruption/full: measured RTO 2 s exceeds target 1 s"
+    )

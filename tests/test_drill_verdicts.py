@@ -27,12 +27,12 @@ def test_unachievable_rto_target_fails_the_drill_with_a_readable_reason(tmp_path
     done = run_pytest(DRILL, "--scale", "0.05", "--targets", str(targets), report_dir=tmp_path / "out")
     assert done.returncode == 1, done.stdout[-2000:]
     assert "accidental-deletion/full: measured RTO" in done.stdout
-    assert "exceeds target 0.10 s" in done.stdout
+    assert "exceeds target 100 ms" in done.stdout
     record = json.loads((tmp_path / "out" / "drill-results.json").read_text())["drills"][0]
     assert record["outcome"] == "failed"
     assert record["target_rto_seconds"] == 0.1
     assert record["rto_seconds"] > 0.1
-    assert "exceeds target 0.10 s" in record["reason"]
+    assert "exceeds target 100 ms" in record["reason"]
     assert "FAIL" in (tmp_path / "out" / "report.html").read_text()
 
 

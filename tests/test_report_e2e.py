@@ -48,6 +48,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from backup_tools.errors import IntegrityError
 from fixtures.drill import Check, FailurePoint
 from fixtures.measure import RpoMeasurement
 
@@ -82,7 +83,18 @@ def fake(drill, tmp_path, *, rto, rpo):
 def test_deletion(drill, tmp_path, case, evidence_dir):
     (evidence_dir / "backup_manifest").write_text("{{}}\\n")
     log.warning("### Connecting with password={SECRET}")
+    if RUN == 3:  # the third run restores the team's backup: only it evidences controls
+        drill.set_source("team-backup", kind="pgdrill-repo", location="s3://team-backups/prod?password={SECRET}",
+                         backup="full-1", created_at=datetime(2026, 3, 1, tzinfo=UTC))
     fake(drill, tmp_path, rto=60 + 10 * RUN, rpo=0.5 * RUN)
+
+
+@pytest.mark.drill("complete-loss", method="logical", fault="backup object corrupted")
+def test_corrupted_object_is_caught(drill):
+    drill.mark_failure()
+    with drill.expect_detection():
+        raise IntegrityError("backup-tools restore failed (exit 1): fetching base.tar\\n"
+                             "error: sha256 mismatch in base.tar: the stored object is corrupt")
 
 
 @pytest.mark.drill("corruption", method="amcheck")
@@ -178,7 +190,8 @@ def test_three_runs_give_three_points_per_scenario(three_runs, last_run):
 
 def test_failing_drill_row_says_scenario_figure_and_target_in_one_line(last_run):
     html = (last_run / "report.html").read_text()
-    rows = re.findall(r'<tr class="pgdrill-row-(\w+)">(.*?)</tr>', html, re.S)
+    summary = html.split('id="pgdrill-summary"')[1].split("</table>")[0]
+    rows = re.findall(r'<tr class="pgdrill-row-(\w+)">(.*?)</tr>', summary, re.S)
     by_scenario = {re.search(r"<b>(.*?)</b>", row).group(1): (verdict, row) for verdict, row in rows}
     assert set(by_scenario) == {"accidental-deletion", "corruption", "complete-loss", "regional-outage"}
     verdict, row = by_scenario["corruption"]
@@ -205,7 +218,7 @@ def test_results_json_validates_against_the_documented_schema(three_runs):
         doc = json.loads((run_dir / "drill-results.json").read_text())
         errors = [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(doc)]
         assert not errors, errors
-        assert len(doc["drills"]) == 5
+        assert len(doc["drills"]) == 6
     broken = json.loads((three_runs["runs"][0][0] / "drill-results.json").read_text())
     del broken["drills"][0]["verdict"]
     broken["drills"][1]["rto_seconds"] = "fast"
@@ -270,10 +283,53 @@ def test_compliance_section_lists_runs_last_pass_and_gaps(last_run):
         control: status
         for status, control in re.findall(r'<tr class="pgdrill-control-(\w+)"><td><b>(.*?)</b>', section)
     }
-    assert rows["SOC 2 A1.3"] == "ok"
+    assert rows["SOC 2 A1.3"] == "ok"  # run 3 restored the team's backup
     assert rows["SOC 2 CC8.1"] == "gap"  # no predeploy-rollback drill ran
     assert rows["ISO 27001 A.8.14"] == "gap"  # regional-outage was skipped
     assert "skipped: regional-outage/dr-copy" in section.split("ISO 27001 A.8.14")[1].split("</tr>")[0]
+
+
+def test_a_synthetic_run_evidences_no_control_and_a_team_backup_run_does(three_runs, last_run):
+    first = three_runs["runs"][0][0]
+    html = (first / "report.html").read_text()
+    top = html[html.index('id="pgdrill-summary-section"') : html.index('id="pgdrill-summary"')]
+    assert "on synthetic data" in top and "evidences no compliance control" in top
+    section = html[html.index('id="pgdrill-compliance"') :]
+    assert 'class="pgdrill-control-ok"' not in section and "EXERCISED ON SYNTHETIC DATA" in section
+    doc = json.loads((first / "drill-results.json").read_text())
+    assert {d["data_source"] for d in doc["drills"]} == {"synthetic"} and not any(d["evidences"] for d in doc["drills"])
+    team = json.loads((last_run / "drill-results.json").read_text())
+    deletion = [d for d in team["drills"] if d["scenario"] == "accidental-deletion"]
+    assert {d["data_source"] for d in deletion} == {"team-backup"}
+    assert deletion[0]["source"] == {
+        "kind": "pgdrill-repo",
+        "location": "s3://team-backups/prod?password=***",
+        "backup": "full-1",
+        "created_at": "2026-03-01T00:00:00+00:00",
+    }
+    assert "SOC 2 A1.3" in deletion[0]["evidences"]
+    html = (last_run / "report.html").read_text()
+    top = html[html.index('id="pgdrill-summary-section"') : html.index('id="pgdrill-summary"')]
+    assert "1 on the team&#x27;s backup." in top and "evidences no compliance control" not in top
+
+
+def test_fault_detection_drills_are_apart_and_no_passing_row_has_a_red_figure(last_run):
+    doc = json.loads((last_run / "drill-results.json").read_text())
+    fault = next(d for d in doc["drills"] if d["family"] == "fault-detection")
+    assert fault["verdict"] == "pass" and fault["controls"] == [] and fault["evidences"] == []
+    assert fault["fault"] == {"injected": "backup object corrupted", "detected": True, "detected_by": "IntegrityError",
+                              "message": "backup-tools restore: error: sha256 mismatch in base.tar: the stored "
+                                         "object is corrupt"}  # fmt: skip
+    assert all(d["family"] == "recovery" for d in doc["drills"] if d is not fault)
+    html = (last_run / "report.html").read_text()
+    summary = html.split('id="pgdrill-summary"')[1].split("</table>")[0]
+    faults = html.split('id="pgdrill-faults"')[1].split("</table>")[0]
+    assert "backup object corrupted" not in summary and "backup object corrupted" in faults and "CAUGHT" in faults
+    for verdict, row in re.findall(r'<tr class="pgdrill-row-(\w+)">(.*?)</tr>', summary, re.S):
+        assert verdict != "pass" or "pgdrill-miss" not in row, row
+    assert "1 of 1 fault-detection drill caught the fault" in html
+    history = read_history(last_run.parent.parent / "history.jsonl").records
+    assert {r["family"] for r in history} == {"recovery", "fault-detection"}
 
 
 def test_report_renders_in_headless_chromium_with_the_summary_visible(last_run, tmp_path):

@@ -10,8 +10,8 @@ from pathlib import Path
 from reports.charts import phase_timeline_svg, tick
 from reports.controls import CONTROLS, SCENARIO_CONTROLS, control_status, render_compliance
 from reports.details import render_details
-from reports.records import normalize_backups, normalize_commands, redact_value, relevant_lines
-from reports.render import headline, render_summary, row_cells, summary_rows
+from reports.records import evidenced_controls, normalize_backups, normalize_commands, redact_value, relevant_lines
+from reports.render import COLUMNS, headline, render_summary, row_cells, summary_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -39,11 +39,11 @@ def test_failing_row_says_scenario_figure_and_target_in_one_line():
     rows = re.findall(r'<tr class="pgdrill-row-(\w+)">(.*?)</tr>', html, re.S)
     assert [v for v, _ in rows] == ["pass", "fail"]
     text = cells_text(rows[1][1])
-    assert text[0] == "FAIL" and text[1] == "corruption" and text[2].startswith("amcheck")
-    assert text[3] == "20 min 00 s / 15 min 00 s" and "pgdrill-miss" in rows[1][1]
+    assert text[0] == "FAIL" and text[1] == "corruption" and text[2].startswith("amcheck") and text[3] == "synthetic"
+    assert text[4] == "20 min 00 s / 15 min 00 s" and "pgdrill-miss" in rows[1][1]
     assert text[-1] == "measured RTO 20 min 00 s exceeds target 15 min 00 s"
     assert cells_text(rows[0][1])[-1] == ""
-    assert "1 of 2 drills did NOT meet their targets (1 fail)" in html
+    assert "1 of 2 recovery drills did NOT meet their targets (1 fail)" in html
 
 
 def test_cases_of_one_scenario_and_method_are_one_row_with_the_worst_figures_and_each_reason():
@@ -63,13 +63,13 @@ def test_cases_of_one_scenario_and_method_are_one_row_with_the_worst_figures_and
 def test_error_and_skip_rows_use_the_failure_message_and_headline_counts_them():
     rows = [
         record(verdict="error", reason="RuntimeError: initdb failed", rto_seconds=None),
-        record(verdict="skip", reason="no S3"),
+        record(method="s3", verdict="skip", reason="no S3"),
     ]
     cells = cells_text("".join(row_cells(rows[0])))
-    assert cells[1].startswith("not measured / 15 min 00 s") and "RuntimeError: initdb failed" in cells[-1]
-    assert "did NOT meet their targets (1 error, 1 skipped)" in headline(rows)
-    assert "All 1 drills that ran met their recovery targets" in headline([record()])
-    assert row_cells(None) == ["<td></td>"] * 5
+    assert cells[2].startswith("not measured / 15 min 00 s") and "RuntimeError: initdb failed" in cells[-1]
+    assert "1 of 2 recovery drills did NOT meet their targets (1 error, 1 skipped)" in headline(rows)
+    assert "All 1 recovery drill that ran met their recovery targets" in headline([record()])
+    assert row_cells(None) == ["<td></td>"] * len(COLUMNS)
 
 
 def test_lost_commits_over_the_allowed_number_are_red():
@@ -148,15 +148,88 @@ def test_control_status_is_ok_stale_or_gap_from_this_run_and_history():
         "scenario": "predeploy-rollback",
         "verdict": "pass",
         "finished_at": (NOW - timedelta(days=3)).isoformat(),
+        "data_source": "team-database",
     }
-    ok = control_status("SOC 2 CC8.1", run=[record("predeploy-rollback")], history=[], stale_after=stale_after, now=NOW)
+    ok = control_status("SOC 2 CC8.1", run=[record("predeploy-rollback", data_source="team-database")], history=[],
+                        stale_after=stale_after, now=NOW)  # fmt: skip
     stale = control_status("SOC 2 CC8.1", run=[], history=[old_pass], stale_after=stale_after, now=NOW)
     expired = control_status("SOC 2 CC8.1", run=[], history=[old_pass], stale_after=timedelta(days=1), now=NOW)
     failed = control_status("SOC 2 CC8.1", run=[record("predeploy-rollback", verdict="fail")], history=[],
                             stale_after=stale_after, now=NOW)  # fmt: skip
     assert [s["status"] for s in (ok, stale, expired, failed)] == ["ok", "stale", "gap", "gap"]
-    assert expired["gap"] == "no drill in this run; last pass 3 days ago is older than 1 days"
+    assert expired["gap"] == "no drill on the team's data in this run; last pass 3 days ago is older than 1 days"
     assert failed["gap"] == "drills ran but none passed: predeploy-rollback/amcheck"
     html = render_compliance([record("made-up-scenario")], [], stale_after=stale_after, now=NOW)
     assert "Scenarios with no control mapping (add them to reports/controls.py): made-up-scenario" in html
     assert html.count('class="pgdrill-control-gap"') == len(CONTROLS)
+
+
+def test_synthetic_passes_only_exercise_controls_and_team_passes_evidence_them():
+    stale_after = timedelta(days=30)
+    synthetic = record("restore-test", "source-repo")
+    team = record("restore-test", "source-repo", data_source="team-backup",
+                  source={"kind": "pgdrill-repo", "location": "s3://b/p", "backup": "20260301T0000Z-full",
+                          "created_at": "2026-03-01T00:00:00+00:00"})  # fmt: skip
+    exercised = control_status("ISO 27001 A.8.13", run=[synthetic], history=[], stale_after=stale_after, now=NOW)
+    assert exercised["status"] == "synthetic" and exercised["gap"].startswith("exercised on synthetic data")
+    html = render_compliance([synthetic], [{**synthetic, "finished_at": NOW.isoformat()}], stale_after=stale_after,
+                             now=NOW)  # fmt: skip
+    assert "EVIDENCED" not in html.replace("controls evidenced", "") and "EXERCISED ON SYNTHETIC DATA" in html
+    evidenced = control_status("ISO 27001 A.8.13", run=[synthetic, team], history=[], stale_after=stale_after, now=NOW)
+    assert evidenced["status"] == "ok"
+    assert evidenced_controls({**synthetic, "controls": ["SOC 2 A1.2"]}) == []
+    assert evidenced_controls({**team, "controls": ["SOC 2 A1.2"]}) == ["SOC 2 A1.2"]
+    assert evidenced_controls({**team, "controls": ["SOC 2 A1.2"], "verdict": "fail"}) == []
+    assert evidenced_controls({**team, "controls": ["SOC 2 A1.2"], "family": "fault-detection"}) == []
+
+
+def test_headline_says_where_the_data_came_from_and_counts_the_rows_of_the_table():
+    runs = [record("accidental-deletion", "pitr", case="drop-table"), record("accidental-deletion", "pitr", case="x"),
+            record("corruption", "amcheck")]  # fmt: skip
+    html = render_summary(runs, run_id="r1")
+    assert "All 2 recovery drills that ran met their recovery targets (3 runs counting cases)" in html
+    assert html.count('<tr class="pgdrill-row-') == 2
+    assert "2 drills: 2 on synthetic data." in html and "evidences no compliance control" in html
+    team = record("restore-test", "source-repo", data_source="team-backup", source={"kind": "pgdrill-repo",
+                  "location": "file:///backups", "backup": "b1", "created_at": None})  # fmt: skip
+    mixed = render_summary([*runs, team], run_id="r1")
+    assert "3 drills: 2 on synthetic data; 1 on the team&#x27;s backup." in mixed
+    assert "team backup" in mixed and "pgdrill-repo file:///backups, backup b1" in mixed
+
+
+def test_fault_detection_drills_are_listed_apart_and_never_count_as_recoveries():
+    caught = record("complete-loss", "full", family="fault-detection", rto_seconds=None, rpo_seconds=None,
+                    lost_commits=None, fault={"injected": "backup object corrupted", "detected": True,
+                                              "detected_by": "IntegrityError", "message": "sha256 mismatch in base.tar"})  # fmt: skip
+    html = render_summary([record(), caught], run_id="r1")
+    summary = html.split('id="pgdrill-summary"')[1].split("</table>")[0]
+    assert "complete-loss" not in summary and summary.count('<tr class="pgdrill-row-') == 1
+    faults = html.split('id="pgdrill-faults"')[1].split("</table>")[0]
+    assert "backup object corrupted" in faults and "IntegrityError" in faults and "sha256 mismatch" in faults
+    assert "CAUGHT" in faults
+    assert "All 1 recovery drill that ran met" in html and "1 of 1 fault-detection drill caught the fault" in html
+    cells = cells_text("".join(row_cells(caught)))
+    assert cells[0].startswith("fault-detection: backup object corrupted") and cells[2] == "not a recovery"
+    details = render_details(caught, log_lines=[])
+    assert "not a recovery: no RTO/RPO" in details and "recovers nothing" in details
+
+
+def test_rpo_target_zero_is_shown_and_judged_as_lost_commits_and_no_figure_is_red_on_a_passing_row():
+    zero = record("predeploy-rollback", "full", rpo_seconds=1.54, target_rpo_seconds=0.0, target_max_lost_commits=0)
+    html = render_summary([zero], run_id="r1")
+    row = html.split('<tr class="pgdrill-row-pass">')[1].split("</tr>")[0]
+    assert "0 lost commits</span> / 0 lost commits" in row and "pgdrill-miss" not in row
+    assert "newest kept commit 1.54 s before the failure" in row
+    lost_one = cells_text("".join(row_cells({**zero, "verdict": "fail", "lost_commits": 1})))
+    assert lost_one[3].startswith("1 lost commit / 0 lost commits")
+    ms = cells_text("".join(row_cells(record(rpo_seconds=0.0004, target_rpo_seconds=0.001))))
+    assert ms[3] == "0.4 ms / 1 ms"
+
+
+def test_rto_shows_the_projection_or_else_the_seeded_size():
+    seeded = record(notes={"seed": {"users": 1000, "cases": 500}, "seed_size_bytes": 50 * 1024**2})
+    assert "measured on a 50.0 MiB, 1,500 rows seed" in cells_text("".join(row_cells(seeded)))[2]
+    projected = record(notes={"projection": {"projected_rto_seconds": 7200.0, "production_size": "500.0 GiB"}})
+    cell = "".join(row_cells(projected))
+    assert "projected 2 h 00 min" in cell and "at 500.0 GiB" in cell and "pgdrill-warn" in cell
+    assert "pgdrill-miss" not in cell

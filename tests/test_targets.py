@@ -26,7 +26,8 @@ def test_parse_duration_rejects_nonsense_with_a_hint(text):
 
 
 def test_format_seconds_is_readable():
-    assert format_seconds(0.1234) == "0.12 s"
+    assert format_seconds(0.1234) == "123 ms" and format_seconds(0.001) == "1 ms" and format_seconds(0.0055) == "5.5 ms"
+    assert format_seconds(1.234) == "1.23 s"
     assert format_seconds(12.34) == "12.3 s"
     assert format_seconds(245) == "4 min 05 s"
     assert format_seconds(7380) == "2 h 03 min"
