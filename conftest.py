@@ -5,6 +5,7 @@ import pytest
 pytest_plugins = [
     "fixtures.privileges",
     "fixtures.clusters",
+    "fixtures.origin",
     "fixtures.drill",
     "fixtures.s3",
     "fixtures.docker",

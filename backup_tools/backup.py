@@ -35,7 +35,7 @@ from backup_tools.pgbin import PgBin
 from backup_tools.repository import BACKUPS, CHUNK, FileRepository, Repository, sha256_of
 from backup_tools.tailread import Background, GrowingFile
 from backup_tools.tarstream import TarPipe
-from backup_tools.wal import IDENTITY_KEY
+from backup_tools.wal import IDENTITY_KEY, read_identity
 
 PHYSICAL = ("full", "incremental")
 Log = Callable[[str], Any]
@@ -51,8 +51,8 @@ class BackupResult:
 
 def check_identity(repo: Repository, *, system_identifier: str, major: int) -> None:
     """Refuse a backup from another database system or major version; claim an empty repository."""
-    if repo.exists(IDENTITY_KEY):
-        owner = json.loads(repo.get_bytes(IDENTITY_KEY))
+    owner = read_identity(repo)
+    if owner is not None:
         if owner.get("system_identifier") != system_identifier:
             raise UsageError(
                 f"{repo.url} holds backups of database system {owner.get('system_identifier')}, this server is "
@@ -194,7 +194,10 @@ def _take(record: BackupRecord, *, dsn: str, repo: Repository, pg: PgBin, state:
     verify_dir(data, pg=pg, fmt=fmt)
     manifest = read_manifest(data / MANIFEST)
     if manifest.system_identifier and manifest.system_identifier != state.system_identifier:
-        raise UsageError("the server's system identifier changed during the backup (failover?); take it again")
+        raise BackupToolsError(
+            f"the server's system identifier changed during the backup (manifest {manifest.system_identifier}, "
+            f"server {state.system_identifier}: a failover?); take it again"
+        )
     files = []
     sources: list[tuple[str, Path | TarPipe]] = [(MANIFEST, data / MANIFEST)]
     if fmt == "tar":

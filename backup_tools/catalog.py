@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal
@@ -23,6 +24,20 @@ class FileEntry:
     codec: str = "none"
     plain_size: int | None = None
     plain_sha256: str | None = None
+
+
+_BYTES_REPR = re.compile(r"""^b(['"])(\d+)\1$""")
+
+
+def clean_system_identifier(value: object) -> str | None:
+    """A system identifier as digits: also reads "b'7714…'", written by versions that stored SQL_ASCII bytes' repr."""
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        return value.decode("ascii")
+    text = str(value)
+    poisoned = _BYTES_REPR.match(text)
+    return poisoned.group(2) if poisoned else text
 
 
 @dataclass(frozen=True)
@@ -78,6 +93,7 @@ class BackupRecord:
             if doc.get(key) is not None:
                 doc[key] = datetime.fromisoformat(doc[key])
         doc["files"] = tuple(FileEntry(**f) for f in doc.get("files", ()))
+        doc["system_identifier"] = clean_system_identifier(doc.get("system_identifier"))
         return cls(**doc)
 
 

@@ -12,8 +12,10 @@ EPILOG = """\
 examples:
   backup-tools backup --dsn 'host=db1 user=backup dbname=postgres' --repo file:///srv/pgbackup --kind full
   backup-tools backup --dsn 'service=prod' --repo s3://backups/prod --kind incremental --key-file /etc/pgdrill.key
-  archive_command = 'backup-tools wal-push %p --repo file:///srv/pgbackup'
-  restore_command = 'backup-tools wal-fetch %f %p --repo file:///srv/pgbackup'
+  # postgresql.conf: the server has no virtualenv on its PATH, so give the absolute path (`command -v backup-tools`)
+  archive_command = '/opt/pgdrill/.venv/bin/backup-tools wal-push %p --repo file:///srv/pgbackup --key-file /etc/pgdrill.key'
+  archive_timeout = 60s   # a quiet server still archives a segment a minute: bounds the RPO
+  restore_command = '/opt/pgdrill/.venv/bin/backup-tools wal-fetch %f %p --repo file:///srv/pgbackup --key-file /etc/pgdrill.key'
   backup-tools list --repo file:///srv/pgbackup --json
   backup-tools restore --repo file:///srv/pgbackup --to /srv/pg-restored --target-time '2026-11-22 10:00:00+00'
   backup-tools backup --dsn 'service=prod' --repo file:///srv/pgbackup --kind logical --format directory --jobs 4
@@ -24,6 +26,8 @@ examples:
   backup-tools keygen > /etc/pgdrill.key
 
 Passwords never go on the command line: use PGPASSFILE or a libpq service file (service=NAME).
+archive_command runs as the server's OS user with the server's environment: the key file must be readable by it
+(or set PGDRILL_KEY_FILE there, e.g. a systemd drop-in), and so must AWS_* settings for s3:// repositories.
 Exit codes: 0 ok, 1 the operation failed, 2 bad usage or input, 3 missing or wrong encryption key;
 wal-fetch: 1 = file not archived (end of recovery), 200 = stop recovery (damaged archive).
 """

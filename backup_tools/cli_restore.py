@@ -79,7 +79,7 @@ def _restore_logical(args: argparse.Namespace, repo: Repository, target: Recover
 
     request_restores(repo, [chosen], log=log)
     restore_logical(repo, chosen.id, args.dsn, tables=args.table or (), jobs=args.jobs, key_file=args.key_file,
-                    pg=pg_for(args), log=log)  # fmt: skip
+                    no_owner=args.no_owner, create_roles=args.create_roles, pg=pg_for(args), log=log)  # fmt: skip
     print(chosen.id)
     return 0
 
@@ -129,6 +129,11 @@ def add_restore_parsers(verbs: Any) -> None:
     r.add_argument("--port", type=int, help="port for --start")
     r.add_argument("--socket-dir", help="unix socket directory for --start")
     r.add_argument("--jobs", type=int, default=1, help="logical only: parallel pg_restore jobs")
+    r.add_argument(
+        "--no-owner", action="store_true", help="logical only: objects owned by the restoring role, no GRANTs"
+    )
+    r.add_argument("--create-roles", action="store_true",
+                   help="logical only: create the roles the dump names that the target lacks, as NOLOGIN")  # fmt: skip
     r.add_argument(
         "--table", action="append", metavar="NAME", help="logical only: restore only this table (repeatable)"
     )

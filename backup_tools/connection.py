@@ -12,6 +12,7 @@ from pathlib import Path
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.types.string import TextBinaryLoader, TextLoader
 
 from backup_tools.errors import ConnectionFailed, UsageError
 from backup_tools.runner import redact
@@ -135,6 +136,36 @@ def libpq_env(dsn: str, *, connect_timeout: int = DEFAULT_CONNECT_TIMEOUT) -> It
             shutil.rmtree(tmpdir, ignore_errors=True)
 
 
+_TEXT_TYPES = (0, "text", "varchar", "bpchar", "name", '"char"')  # 0: unknown (literals)
+
+
+class _SqlAsciiTextLoader(TextLoader):
+    """Text of a SQL_ASCII database as str (UTF-8; other bytes kept as surrogate escapes), never bytes."""
+
+    def load(self, data: bytes | bytearray | memoryview) -> str:
+        return bytes(data).decode("utf-8", "surrogateescape")
+
+
+class _SqlAsciiTextBinaryLoader(_SqlAsciiTextLoader):
+    format = TextBinaryLoader.format
+
+
+def text_as_str(conn: psycopg.Connection) -> psycopg.Connection:
+    """Make a connection to a SQL_ASCII database read and write text as str (psycopg uses bytes there); return it.
+
+    The client encoding becomes UTF8 (the server converts nothing for SQL_ASCII), so queries may hold any text.
+    """
+    if conn.info.encoding == "ascii":
+        conn.execute("SET client_encoding TO 'UTF8'")
+        if not conn.autocommit:
+            conn.commit()
+        for name in _TEXT_TYPES:
+            conn.adapters.register_loader(name, _SqlAsciiTextLoader)
+            if name:
+                conn.adapters.register_loader(name, _SqlAsciiTextBinaryLoader)
+    return conn
+
+
 def connect(
     dsn: str, *, autocommit: bool = True, connect_timeout: int = DEFAULT_CONNECT_TIMEOUT, purpose: str = "connect"
 ) -> psycopg.Connection:
@@ -142,7 +173,7 @@ def connect(
     info = ConnInfo.parse(dsn)
     params = {"connect_timeout": str(connect_timeout)} | info.params
     try:
-        return psycopg.connect(ConnInfo(params, info.password).dsn(), autocommit=autocommit)
+        return text_as_str(psycopg.connect(ConnInfo(params, info.password).dsn(), autocommit=autocommit))
     except psycopg.Error as e:
         reason = " ".join(redact(str(e)).split())  # one line
         if info.password and len(info.password) >= 4:

@@ -24,7 +24,7 @@ from backup_tools.objstore import read_envelope
 from backup_tools.pitr import backup_chain
 from backup_tools.placement import Placement, is_archived
 from backup_tools.repository import BACKUPS, WAL, Repository, sha256_of
-from backup_tools.wal import IDENTITY_KEY, wal_names
+from backup_tools.wal import IDENTITY_KEY, read_identity, wal_names
 
 STATUS_KEY = "copy-status.json"
 Log = Callable[[str], Any]
@@ -146,11 +146,11 @@ def select_backups(src: Repository, which: str) -> list[BackupRecord]:
 
 
 def _check_identity(src: Repository, dst: Repository, tally: _Tally, log: Log) -> None:
-    if not src.exists(IDENTITY_KEY):
+    mine = read_identity(src)
+    if mine is None:
         return
-    mine = json.loads(src.get_bytes(IDENTITY_KEY))
-    if dst.exists(IDENTITY_KEY):
-        theirs = json.loads(dst.get_bytes(IDENTITY_KEY))
+    theirs = read_identity(dst)
+    if theirs is not None:
         if theirs.get("system_identifier") != mine.get("system_identifier"):
             raise UsageError(
                 f"{dst.url} holds backups of database system {theirs.get('system_identifier')}, {src.url} of "

@@ -14,6 +14,7 @@ import psycopg
 
 from backup_tools.basebackup import MANIFEST, verify_dir
 from backup_tools.catalog import BackupRecord
+from backup_tools.connection import text_as_str
 from backup_tools.errors import BackupToolsError, RecoveryError
 from backup_tools.objstore import copy_to_file, open_object, open_sealing
 from backup_tools.pgbin import PgBin
@@ -127,10 +128,10 @@ def _restore_test(
 def fingerprint_all(socket_dir: Path, port: int, *, user: str) -> dict[str, Any]:
     """Fingerprints of the public schema of every connectable non-template database."""
     conninfo = {"host": str(socket_dir), "port": port, "user": user, "connect_timeout": 10, "autocommit": True}
-    with psycopg.connect(dbname="postgres", **conninfo) as conn:
+    with text_as_str(psycopg.connect(dbname="postgres", **conninfo)) as conn:
         names = [r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate")]
     out = {}
     for name in sorted(names):
-        with psycopg.connect(dbname=name, **conninfo) as conn:
+        with text_as_str(psycopg.connect(dbname=name, **conninfo)) as conn:
             out[name] = fingerprint(conn).to_dict()
     return out

@@ -21,6 +21,7 @@ from backup_tools.errors import BackupNotFound, IntegrityError, UsageError
 from backup_tools.objstore import copy_to_file, open_object, open_sealing
 from backup_tools.pgbin import PgBin
 from backup_tools.repository import BACKUPS, Repository
+from backup_tools.roles import create_missing_roles, roles_in_dump
 from backup_tools.runner import check_tool_version, run, run_pipeline
 from backup_tools.verify import Fingerprint, fingerprint
 
@@ -98,6 +99,7 @@ def restore_logical(
     clean: bool = True,
     jobs: int = 1,
     no_owner: bool = False,
+    create_roles: bool = False,
     single_transaction: bool | None = None,
     strict: bool = True,
     key_file: str | None = None,
@@ -111,6 +113,7 @@ def restore_logical(
     restore is one transaction by default, so a failure leaves the database as it was. Restoring selected
     tables with clean=True drops and recreates them, which fails if other tables' foreign keys point at
     them: use restore_table for that. strict=True raises IntegrityError when fingerprints differ.
+    create_roles creates the roles the dump names (owners, grantees) that the target lacks, as NOLOGIN.
     """
     say = log or _logger.info
     started = time.monotonic()
@@ -130,6 +133,11 @@ def restore_logical(
         database, schema = conn.info.dbname, record.options.get("schema", "public")
         say(f"### Restoring logical backup {record.id} ({fmt}) into database {database}")
         with fetched(repo, record, key_file=key_file, log=say) as path:
+            if create_roles and not no_owner:
+                created = create_missing_roles(conn, roles_in_dump(path, fmt=fmt, pg=pg))
+                if created:
+                    say(f"created NOLOGIN role(s) the dump references: {', '.join(created)} (no passwords, no "
+                        "memberships: restore the origin's roles with pg_dumpall --roles-only for those)")  # fmt: skip
             use_list = select_tables(tool, path, schema=schema, tables=tables) if tables else None
             argv = restore_argv(tool, fmt, path, database=database, use_list=use_list, clean=clean and not
                                 record.options.get("data_only"), jobs=jobs, single=single, no_owner=no_owner)  # fmt: skip

@@ -13,8 +13,9 @@ import struct
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from backup_tools.catalog import BackupRecord
+from backup_tools.catalog import BackupRecord, clean_system_identifier
 from backup_tools.errors import IntegrityError, RepositoryError, UsageError, WalMissing
 from backup_tools.lsn import WalGap, classify, find_gaps, parse_lsn, segments_between
 from backup_tools.objstore import copy_to_file, drain, new_sealing, open_envelope, read_envelope, store_object
@@ -48,11 +49,19 @@ def segment_system_identifier(path: Path) -> str | None:
     return str(sysid) if info & XLP_LONG_HEADER and sysid else None
 
 
-def repo_system_identifier(repo: Repository) -> str | None:
-    """The system identifier this repository belongs to (set by its first backup), if any."""
+def read_identity(repo: Repository) -> dict[str, Any] | None:
+    """The repository's identity.json (system identifier, major), None before the first backup; old bytes reprs read."""
     if not repo.exists(IDENTITY_KEY):
         return None
-    return json.loads(repo.get_bytes(IDENTITY_KEY)).get("system_identifier")
+    doc = json.loads(repo.get_bytes(IDENTITY_KEY))
+    doc["system_identifier"] = clean_system_identifier(doc.get("system_identifier"))
+    return doc
+
+
+def repo_system_identifier(repo: Repository) -> str | None:
+    """The system identifier this repository belongs to (set by its first backup), if any."""
+    doc = read_identity(repo)
+    return doc["system_identifier"] if doc else None
 
 
 def wal_push(
