@@ -8,6 +8,7 @@ pytest_plugins = [
     "fixtures.origin",
     "fixtures.drill",
     "fixtures.s3",
+    "fixtures.teamsource",
     "fixtures.docker",
     "reports.plugin",
 ]

@@ -95,7 +95,7 @@ def foreign_key_violations(conn: psycopg.Connection, *, schema: str = "public") 
     """Rows whose foreign key points at no parent row, one line per constraint (empty when consistent)."""
     constraints = conn.execute(
         """
-        SELECT con.conname, child.relname, parent.relname,
+        SELECT con.conname, child.relname, parent.relname, pn.nspname,
                (SELECT array_agg(a.attname::text ORDER BY k.ord) FROM unnest(con.conkey) WITH ORDINALITY k(n, ord)
                 JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.n),
                (SELECT array_agg(a.attname::text ORDER BY k.ord) FROM unnest(con.confkey) WITH ORDINALITY k(n, ord)
@@ -104,13 +104,14 @@ def foreign_key_violations(conn: psycopg.Connection, *, schema: str = "public") 
         JOIN pg_class child ON child.oid = con.conrelid
         JOIN pg_class parent ON parent.oid = con.confrelid
         JOIN pg_namespace n ON n.oid = child.relnamespace
+        JOIN pg_namespace pn ON pn.oid = parent.relnamespace
         WHERE con.contype = 'f' AND n.nspname = %s
         ORDER BY con.conname
         """,
         [schema],
     ).fetchall()
     problems = []
-    for name, child, parent, cols, pcols in constraints:
+    for name, child, parent, parent_schema, cols, pcols in constraints:
         join = sql.SQL(" AND ").join(
             sql.SQL("p.{} = c.{}").format(sql.Identifier(pc), sql.Identifier(cc)) for cc, pc in zip(cols, pcols, strict=True)
         )
@@ -120,7 +121,8 @@ def foreign_key_violations(conn: psycopg.Connection, *, schema: str = "public") 
         )
         orphans = conn.execute(
             query.format(
-                child=sql.Identifier(schema, child), parent=sql.Identifier(schema, parent), not_null=not_null, join=join
+                child=sql.Identifier(schema, child), parent=sql.Identifier(parent_schema, parent), not_null=not_null,
+                join=join,
             )
         ).fetchone()[0]
         if orphans:
