@@ -6,6 +6,7 @@ pytest_plugins = [
     "fixtures.privileges",
     "fixtures.clusters",
     "fixtures.origin",
+    "fixtures.gate",
     "fixtures.drill",
     "fixtures.s3",
     "fixtures.teamsource",

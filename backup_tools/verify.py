@@ -156,3 +156,11 @@ def amcheck_problems(conn: psycopg.Connection, *, schema: str = "public") -> lis
         except psycopg.Error as e:
             problems.append(f"{name}: {e.diag.message_primary or e}")
     return problems
+
+
+def recorded_by_database(record: Any) -> dict[str, Fingerprint]:
+    """The fingerprints a catalog record holds, per database: a logical backup's, else its first restore test's."""
+    if record.kind == "logical":
+        return {record.options.get("database") or "postgres": Fingerprint.from_dict(record.fingerprints)}
+    tested = record.fingerprints.get("restore_test") or {}
+    return {db: Fingerprint.from_dict(tables) for db, tables in tested.items()}

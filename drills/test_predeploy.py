@@ -4,8 +4,11 @@ import pytest
 from psycopg import sql
 
 from backup_tools.pitr import RecoveryTarget
-from backup_tools.verify import Fingerprint
+from backup_tools.runner import redact
+from backup_tools.verify import recorded_by_database
 from fixtures.drill import TEAM_DATABASE
+from fixtures.gate import gate_roles, note_rollback_copy
+from fixtures.origin import APP_DB, OWNER
 
 RESTORE_POINT = "before-migration-42"
 MIGRATIONS = [
@@ -41,22 +44,32 @@ def test_roll_back_a_bad_migration_to_the_restore_point(protected_primary, metho
 
 @pytest.mark.predeploy
 @pytest.mark.drill("predeploy-rollback", method="gate")
-def test_deploy_gate_backup_restores(request, make_method, drill):
-    # Given the database to deploy to: --dsn (only read), or else a seeded stand-in the suite starts itself
-    dsn = request.config.getoption("dsn") or request.getfixturevalue("seeded_cluster")("production").dsn
-    if request.config.getoption("dsn"):
+def test_deploy_gate_backup_restores(request, make_method, drill, pg_bin):
+    # Given the database to deploy to: --dsn (only read), or else a production-like stand-in the suite starts
+    # itself (password logins, `app` owned by app_owner, RLS), reached as the application's owner role
+    config = request.config
+    dsn = config.getoption("dsn") or request.getfixturevalue("make_origin")("production").dsn_for(APP_DB, user=OWNER)
+    if config.getoption("dsn"):
         drill.set_source(TEAM_DATABASE, kind="dsn", location=dsn)
-    gate = make_method("logical")
+    gate = make_method("logical", repo_url=config.getoption("gate_repo"))
     drill.use(gate)
     drill.method = "gate"
 
-    # When a fresh logical backup of it is taken (pg_dump reads in one snapshot; nothing is written there)
+    # When a fresh logical backup of it is taken (pg_dump reads in one snapshot; nothing is written there),
+    # with its roles (pg_dumpall --roles-only) when the DSN's role may read them
     drill.mark_failure()
+    roles = gate_roles(dsn, pg=pg_bin)
+    drill.notes["roles"] = roles.notice
     backup_id = gate.backup(dsn, "logical")
+    if config.getoption("gate_repo"):
+        drill.notes["rollback_copy"] = {"backup": backup_id, "repo": redact(gate.repo_url)}
+        note_rollback_copy(config, f"rollback copy: backup {backup_id} in {redact(gate.repo_url)}")
 
-    # Then it restores into an ephemeral cluster and every table matches the fingerprints taken at backup time
-    scratch = gate.restore("gate-scratch")
-    expected = gate.repo.read_catalog(backup_id).fingerprints
-    assert expected, "the backup recorded no table fingerprints to check the restore against"
-    drill.verify(scratch, expected=Fingerprint.from_dict(expected))
+    # Then it restores into an ephemeral cluster, into a database of the same name with the origin's roles,
+    # and every table matches the fingerprints taken at backup time
+    record = gate.repo.read_catalog(backup_id)
+    scratch = gate.restore("gate-scratch", roles_sql=roles.script, no_owner=roles.script is None)
+    assert record.fingerprints, "the backup recorded no table fingerprints to check the restore against"
+    for database, expected in recorded_by_database(record).items():
+        drill.verify(scratch, expected=expected, dbname=database)
     drill.finish(scratch)

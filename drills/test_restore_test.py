@@ -7,22 +7,34 @@ import pytest
 
 from backup_tools.pitr import RecoveryTarget
 from backup_tools.runner import run
-from backup_tools.verify import Fingerprint
+from backup_tools.verify import recorded_by_database
 from fixtures.drill import TEAM_BACKUP, Check
+from fixtures.origin import APP_DB, OWNER
 from fixtures.ticker import TICKS_TABLE
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """One restore test of --source-repo's chosen backup; without it, one per stand-in backup kind."""
+    if "source" in metafunc.fixturenames:
+        kinds = ["team"] if metafunc.config.getoption("source_repo") else ["full", "logical"]
+        metafunc.parametrize("source", kinds, indirect=True)
+
+
 @pytest.fixture
-def source(pytestconfig, seeded_cluster, make_method):
-    """The team's repository (--source-repo), or a stand-in: a seeded cluster's full backup, restore-tested nightly."""
-    if pytestconfig.getoption("source_repo"):
+def source(request, pytestconfig, make_origin, make_method):
+    """The team's repository (--source-repo), or a stand-in filled from a production-like server (password logins,
+    data in `app` owned by app_owner, an auth schema with RLS): a full backup restore-tested once, or a dump of app."""
+    if request.param == "team":
         key = pytestconfig.getoption("source_key_file")
         return make_method("full", repo_url=pytestconfig.getoption("source_repo"),
                            env={"PGDRILL_KEY_FILE": key} if key else {})  # fmt: skip
-    team = make_method("full")
-    primary = seeded_cluster("team-primary", env=team.env, **team.primary_config())
-    team.protect(primary)
-    team.flush(primary)
+    team = make_method(request.param)
+    origin = make_origin("team-primary", env=team.env, **team.primary_config())
+    if request.param == "logical":
+        team.backup(origin.dsn_for(APP_DB, user=OWNER), "logical")  # the application's own role dumps its database
+        return team
+    team.protect(origin)
+    team.flush(origin)
     team.backup_tools("verify", "--repo", team.repo_url, "--backup", "latest", "--restore-test")
     return team
 
@@ -36,7 +48,7 @@ def verify_against_manifest(cluster):
 
 
 @pytest.mark.drill("restore-test", method="source-repo")
-def test_restore_the_teams_backup(pytestconfig, source, drill):
+def test_restore_the_teams_backup(pytestconfig, source, drill, make_method):
     # Given the source repository's catalog, and the backup to test: latest, random or a given id
     drill.backups, drill.method = source, "source-repo"
     before = {key: source.repo.stat(key) for key in source.repo.list("")}
@@ -49,15 +61,28 @@ def test_restore_the_teams_backup(pytestconfig, source, drill):
         drill.set_source(TEAM_BACKUP, kind="pgdrill-repo", location=source.repo_url, backup=chosen.id,
                          created_at=chosen.stop_time or chosen.start_time)  # fmt: skip
 
-    # When it is restored into an ephemeral cluster (each object checked against the catalog's sha256 on the way)
+    # When it is restored into an ephemeral cluster (each object checked against the catalog's sha256 on the way);
+    # the suite reads a physical copy through its own socket (the copy keeps the origin's pg_hba.conf)
     drill.mark_failure()
-    target = None if chosen.kind == "logical" else RecoveryTarget(immediate=True)
-    restored = source.restore("restore-test", target=target, check=verify_against_manifest)
+    restorer = make_method("logical" if chosen.kind == "logical" else "full", repo_url=source.repo_url, env=source.env)
+    restorer.taken[:], restorer.chosen, drill.backups = [chosen.id], chosen.id, restorer
+    restorer.commands = source.commands
+    if chosen.kind == "logical":
+        restored = restorer.restore("restore-test")
+    else:
+        superuser = chosen.options.get("superuser", "postgres")
 
-    # Then the tables match the fingerprints recorded for the backup, and its age is reported as exposure
-    recorded = chosen.fingerprints.get("restore_test", {}).get("postgres") or chosen.fingerprints
+        def prepare(cluster):
+            verify_against_manifest(cluster)
+            cluster.take_over(superuser=superuser)
+
+        restored = restorer.restore("restore-test", target=RecoveryTarget(immediate=True), check=prepare)
+
+    # Then every database's tables match the fingerprints recorded for the backup; its age is reported as exposure
+    recorded = recorded_by_database(chosen)
     assert recorded, f"backup {chosen.id} has no recorded fingerprints: run `backup-tools verify --restore-test` once"
-    drill.verify(restored, expected=Fingerprint.from_dict(recorded).without(TICKS_TABLE))
+    for database, expected in sorted(recorded.items()):
+        drill.verify(restored, expected=expected.without(TICKS_TABLE), dbname=database)
     age = (datetime.now(UTC) - (chosen.stop_time or chosen.start_time)).total_seconds()
     drill.notes["exposure_seconds"] = round(age, 1)
     drill.checks.append(Check("backup age", age <= drill.target.rpo.total_seconds(), f"{age:.0f} s old"))
