@@ -4,6 +4,11 @@ an application role, an `auth` schema with row-level security, citext, fresh tim
 from __future__ import annotations
 
 import gzip
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +19,7 @@ from backup_tools.pgbin import PgBin
 from backup_tools.runner import run
 from fixtures.cluster import Cluster
 
+ROOT = Path(__file__).resolve().parents[1]
 PASSWORD = "prod-superuser-not-on-argv"
 USERS = 1200
 SCHEMA = """
@@ -79,10 +85,14 @@ class Production:
         return path
 
 
-def start_production(pg: PgBin, base: Path) -> Production:
-    """Start the stand-in with trust only while it is set up, then scram-sha-256 for every connection."""
+def start_production(pg: PgBin, base: Path, *, configure: Callable[[Cluster], dict[str, str]] | None = None) -> Production:
+    """Start the stand-in with trust only while it is set up, then scram-sha-256 for every connection.
+
+    configure(cluster) may return more server settings (e.g. an archive_command naming the cluster's paths).
+    """
     cluster = Cluster("production", pg=pg, base_dir=base)
-    cluster.init(settings={"password_encryption": "scram-sha-256"})
+    extra = configure(cluster) if configure else {}
+    cluster.init(allows_streaming=bool(extra), settings={"password_encryption": "scram-sha-256"} | extra)
     cluster.start()
     for statement in SCHEMA.strip().split(";\n"):
         cluster.safe_sql(statement)
@@ -95,3 +105,20 @@ def start_production(pg: PgBin, base: Path) -> Production:
     passfile.write_text(f"*:*:*:postgres:{PASSWORD}\n")
     passfile.chmod(0o600)
     return Production(cluster, passfile)
+
+
+def run_drill(tmp_path: Path, *args: str, env: dict[str, str] | None = None, select: str = "restore_the_teams_dumps",
+              ) -> tuple[subprocess.CompletedProcess, dict]:  # fmt: skip
+    """`pytest drills -k SELECT ARGS` in a fresh process, as README says to run it; its output and the drill's record."""
+    report = tmp_path / f"report-{len(list(tmp_path.glob('report-*')))}"
+    argv = [sys.executable, "-m", "pytest", "drills", "-k", select, "-p", "no:cacheprovider",
+            "--report-dir", str(report), "--history-file", str(tmp_path / "history.jsonl"), *args]  # fmt: skip
+    done = subprocess.run(argv, cwd=ROOT, env=os.environ | (env or {}), capture_output=True, text=True, timeout=600)
+    results = report / "drill-results.json"
+    drills = json.loads(results.read_text())["drills"] if results.exists() else []
+    return done, (drills[0] if drills else {})
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    """Names, sizes and modification times of every file under folder."""
+    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(folder.rglob("*"))}

@@ -3,11 +3,7 @@ against dumps of a password-protected stand-in production server (started here, 
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,9 +12,8 @@ from backup_tools.pgbin import PgBin
 from fixtures import dumprestore
 from fixtures.cluster import Cluster
 from fixtures.dumps import DumpError, open_source
-from tests.production import FORMATS, USERS, Production, start_production
+from tests.production import FORMATS, USERS, Production, run_drill, snapshot, start_production
 
-ROOT = Path(__file__).resolve().parents[1]
 PG15 = Path("/usr/lib/postgresql/15/bin")
 CHECKS = f"""
 [[checks]]
@@ -64,22 +59,6 @@ def dumps(production: Production, tmp_path_factory: pytest.TempPathFactory) -> d
         out[fmt] = production.dump(base / fmt, fmt)
     out["globals"] = production.dump_globals(base / "globals.sql")
     return out
-
-
-def run_drill(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> tuple[subprocess.CompletedProcess, dict]:
-    """`pytest drills -k restore_the_teams_dumps ARGS` in a fresh process; its output and the drill's record."""
-    report = tmp_path / f"report-{len(list(tmp_path.glob('report-*')))}"
-    argv = [sys.executable, "-m", "pytest", "drills", "-k", "restore_the_teams_dumps", "-p", "no:cacheprovider",
-            "--report-dir", str(report), "--history-file", str(tmp_path / "history.jsonl"), *args]  # fmt: skip
-    done = subprocess.run(argv, cwd=ROOT, env=os.environ | (env or {}), capture_output=True, text=True, timeout=600)
-    results = report / "drill-results.json"
-    drills = json.loads(results.read_text())["drills"] if results.exists() else []
-    return done, (drills[0] if drills else {})
-
-
-def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
-    """Names, sizes and modification times of every file under folder."""
-    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(folder.rglob("*"))}
 
 
 def test_custom_dump_in_s3_with_globals_checks_and_pytest_checks(dumps, s3, s3_prefix, tmp_path):
