@@ -186,6 +186,13 @@ def read_envelope(repo: Repository, key: str) -> tuple[dict[str, Any], BinaryIO]
 def open_envelope(repo: Repository, key: str, *, key_file: str | os.PathLike[str] | None = None) -> BinaryIO:
     """Open a self-describing object as verified plaintext."""
     header, raw = read_envelope(repo, key)
+    return unseal_envelope(repo, key, header, raw, key_file=key_file)
+
+
+def unseal_envelope(
+    repo: Repository, key: str, header: dict[str, Any], raw: BinaryIO, *, key_file: str | os.PathLike[str] | None
+) -> BinaryIO:
+    """The verified plaintext of an envelope already opened with read_envelope."""
     sealing = open_sealing(header.get("encryption"), key_file=key_file)
     stream: BinaryIO = raw
     if sealing is not None:

@@ -22,14 +22,20 @@ from typing import Any
 
 from backup_tools.basebackup import extract_backup
 from backup_tools.errors import RecoveryError, UsageError
-from backup_tools.lsn import find_gaps, parse_lsn, parse_segment_name, segment_name
+from backup_tools.lsn import classify, find_gaps, parse_lsn, parse_segment_name, segment_name
 from backup_tools.objstore import open_sealing
 from backup_tools.pgbin import PgBin
 from backup_tools.pitr import RecoveryTarget, backup_chain, choose_backup, configure_recovery, recovery_settings
 from backup_tools.placement import request_restores
 from backup_tools.repository import WAL, FileRepository, Repository
 from backup_tools.runner import run
-from backup_tools.serverstart import StartedServer, server_running, start_restored, stop_restored
+from backup_tools.serverstart import (
+    StartedServer,
+    promise_recovery_end,
+    server_running,
+    start_restored,
+    stop_restored,
+)
 from backup_tools.wal import wal_names
 from backup_tools.walprefetch import prefetch_wal, prefetching_command, wal_to_prefetch
 
@@ -167,6 +173,8 @@ def restore(
         local = repo.root / WAL if isinstance(repo, FileRepository) else None
         cmd = restore_command(repo.url, key_file=wal_key, prefetched=prefetch, wal_dir=local)
         configure_recovery(to, recovery_settings(restore_command=cmd, target=target, archive=archive))
+        if target is None and (end := archive_end(record, names)):
+            promise_recovery_end(to, segment=end[0], lsn=end[1])
     except BaseException:
         fetcher.join(quiet=True)
         shutil.rmtree(to, ignore_errors=True)
@@ -177,6 +185,25 @@ def restore(
             shutil.rmtree(stage, ignore_errors=True)
     log(f"### Restored {total} bytes; recovery will replay WAL to {(target or RecoveryTarget()).describe()}")
     return RestoreResult(to, record.id, tuple(r.id for r in chain), target, total, phases)
+
+
+def archive_end(record: Any, names: list[str]) -> tuple[str, int] | None:
+    """The last archived segment a restore without a target must replay into, and its start LSN.
+
+    None when the archive has a newer timeline than the backup's: which one recovery follows is then
+    PostgreSQL's choice (recovery_target_timeline), checked by the server itself.
+    """
+    if not record.timeline or not record.start_lsn:
+        return None
+    walfiles = [w for n in names if (w := classify(n)) is not None]
+    if any(w.timeline > record.timeline for w in walfiles if w.kind in ("segment", "history")):
+        return None
+    segments = sorted(w.name for w in walfiles if w.kind == "segment" and w.timeline == record.timeline)
+    if not segments:
+        return None
+    size = int(record.options.get("wal_segment_size", 16 * 1024 * 1024))
+    start = parse_segment_name(segments[-1], wal_segment_size=size).start_lsn
+    return (segments[-1], start) if start >= parse_lsn(record.start_lsn) else None
 
 
 class _Prefetch:

@@ -7,7 +7,9 @@ a RecoveryError with the server stopped.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shlex
 import time
 from collections.abc import Callable
@@ -16,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from backup_tools.errors import RecoveryError
+from backup_tools.lsn import format_lsn, parse_lsn
 from backup_tools.pgbin import PgBin
 from backup_tools.pitr import RecoveryTarget
 from backup_tools.runner import run
-from backup_tools.walprefetch import remove_prefetched
+from backup_tools.walprefetch import PREFETCH_DIR, remove_prefetched
 
 Log = Callable[[str], Any]
 
@@ -55,6 +58,14 @@ _FAILURES = (
     ("could not locate required checkpoint record", "the backup's starting WAL is missing from the archive"),
     ("WAL file is from different database system", "the archive holds WAL of another database system"),
 )  # fmt: skip
+
+# Where restore() records the end of the archived WAL a restore without a target promised to reach.
+RECOVERY_END = f"{PREFETCH_DIR}/recovery-end.json"
+# Log lines with which PostgreSQL ends recovery at a WAL file it could not use (and then promotes).
+_EARLY_END = re.compile(
+    r"unexpected pageaddr|from different database system|invalid magic number|incorrect prev-link|"
+    r"invalid record length|contrecord|invalid resource manager|incorrect resource manager data checksum"
+)
 
 
 def start_restored(
@@ -94,11 +105,40 @@ def start_restored(
         if "database system is ready to accept connections" in text:  # then confirm with the control file
             state = run([pg.tool("pg_controldata"), "-D", data_dir], check=False).stdout
             if "in production" in state:
+                check_recovery_end(data_dir, logfile, offset=offset, pg=pg)
                 remove_prefetched(data_dir)
                 return StartedServer(data_dir, port, socket_dir, logfile, "promoted", time.monotonic() - began)
         time.sleep(0.02)
     stop_restored(data_dir, pg=pg)
     raise RecoveryError(f"recovery to {describe} did not finish within {timeout:.0f} s; server stopped. Log: {logfile}")
+
+
+def promise_recovery_end(data_dir: Path, *, segment: str, lsn: int) -> None:
+    """Record that recovery must replay the archived WAL at least into segment (which starts at lsn)."""
+    path = data_dir / RECOVERY_END
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.write_text(json.dumps({"segment": segment, "lsn": format_lsn(lsn)}))
+
+
+def check_recovery_end(data_dir: Path, logfile: Path, *, pg: PgBin, offset: int = 0) -> None:
+    """After promotion: fail (server stopped) when redo ended before the archived WAL restore promised to reach."""
+    path = data_dir / RECOVERY_END
+    if not path.exists():
+        return
+    promise = json.loads(path.read_text())
+    text = _read(logfile, offset)
+    done = re.findall(r"redo done at ([0-9A-F]+/[0-9A-F]+)", text)
+    if done and parse_lsn(done[-1]) >= parse_lsn(promise["lsn"]):
+        return
+    stop_restored(data_dir, pg=pg, mode="immediate")
+    reason = next((ln.strip() for ln in text.splitlines() if _EARLY_END.search(ln)), "no reason in the log")
+    reached = f"redo ended at {done[-1]}" if done else "no WAL was replayed"
+    raise RecoveryError(
+        f"recovery ended early: {reached}, but the archive holds WAL up to {promise['segment']} (from "
+        f"{promise['lsn']}); PostgreSQL stopped at: {reason}. The restored copy lacks every later commit: find the damaged or "
+        f"misplaced WAL file at that point of the archive, put the right one back and restore again (server stopped; "
+        f"log: {logfile})"
+    )
 
 
 def stop_restored(data_dir: Path, *, pg: PgBin, mode: str = "fast") -> None:

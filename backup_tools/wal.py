@@ -13,12 +13,29 @@ import struct
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from backup_tools.catalog import BackupRecord, clean_system_identifier
-from backup_tools.errors import IntegrityError, RepositoryError, UsageError, WalMissing
-from backup_tools.lsn import WalGap, classify, find_gaps, parse_lsn, segments_between
-from backup_tools.objstore import copy_to_file, drain, new_sealing, open_envelope, read_envelope, store_object
+from backup_tools.errors import DocumentMissing, IntegrityError, RepositoryError, UsageError, WalMissing
+from backup_tools.lsn import (
+    WalGap,
+    classify,
+    find_gaps,
+    format_lsn,
+    parse_lsn,
+    parse_segment_name,
+    segment_name,
+    segments_between,
+)
+from backup_tools.objstore import (
+    copy_to_file,
+    drain,
+    new_sealing,
+    open_envelope,
+    read_envelope,
+    store_object,
+    unseal_envelope,
+)
 from backup_tools.repository import WAL, Repository, sha256_of
 
 # PostgreSQL aborts recovery when restore_command exits above 125 (as for a signal), instead of
@@ -27,6 +44,11 @@ WAL_FETCH_ABORT_EXIT = 200
 IDENTITY_KEY = "identity.json"
 _LONG_HEADER = struct.Struct("<HHIQIIQII")  # magic, info, tli, pageaddr, rem_len, pad, sysid, seg_size, blcksz
 XLP_LONG_HEADER = 0x0002
+WAL_MAGIC_RANGE = (0xD100, 0xD1FF)  # XLOG_PAGE_MAGIC changes with each major (0xD10D in 14 .. 0xD118 in 18)
+
+
+class LookUp:
+    """Sentinel: read the repository's system identifier."""
 
 
 @dataclass(frozen=True)
@@ -39,14 +61,65 @@ class WalPushResult:
     already_archived: bool
 
 
+@dataclass(frozen=True)
+class WalPageHeader:
+    """The fields of a WAL segment's first (long) page header that say which segment it really is."""
+
+    magic: int
+    timeline: int
+    pageaddr: int
+    system_identifier: str
+    segment_size: int
+
+    def describe(self) -> str:
+        """Which segment of which system this header belongs to, for error messages."""
+        name = segment_name(self.timeline, self.pageaddr, wal_segment_size=self.segment_size)
+        return f"segment {name} (pageaddr {format_lsn(self.pageaddr)}) of database system {self.system_identifier}"
+
+
+def read_page_header(head: bytes) -> WalPageHeader | None:
+    """Parse a long WAL page header from a segment's first bytes (None when they are not one)."""
+    if len(head) < _LONG_HEADER.size:
+        return None
+    magic, info, tli, addr, _rem, _pad, sysid, seg_size, _blck = _LONG_HEADER.unpack(head[: _LONG_HEADER.size])
+    if not (WAL_MAGIC_RANGE[0] <= magic <= WAL_MAGIC_RANGE[1]) or not info & XLP_LONG_HEADER or not sysid:
+        return None
+    if seg_size < 1 << 20 or seg_size > 1 << 30 or seg_size & (seg_size - 1):
+        return None
+    return WalPageHeader(magic, tli, addr, str(sysid), seg_size)
+
+
 def segment_system_identifier(path: Path) -> str | None:
     """The database system identifier in a WAL segment's long page header (None for other files)."""
     with open(path, "rb") as f:
-        head = f.read(_LONG_HEADER.size)
-    if len(head) < _LONG_HEADER.size:
-        return None
-    _magic, info, _tli, _addr, _rem, _pad, sysid, _seg, _blck = _LONG_HEADER.unpack(head)
-    return str(sysid) if info & XLP_LONG_HEADER and sysid else None
+        header = read_page_header(f.read(_LONG_HEADER.size))
+    return header.system_identifier if header else None
+
+
+def check_segment_header(
+    name: str, head: bytes, *, size: int | None, system_identifier: str | None, where: str
+) -> WalPageHeader:
+    """Refuse WAL content that is not segment `name` (or its .partial) of this database system.
+
+    PostgreSQL itself stops recovery early ("unexpected pageaddr", "WAL file is from different database
+    system") when served such a file and then promotes with the data it has: a silent loss.
+    """
+    wal = classify(name)
+    assert wal is not None and wal.segment is not None
+    header = read_page_header(head)
+    if header is None:
+        raise IntegrityError(f"{where} does not start with a WAL page header: it is not the WAL file {name}")
+    seg = parse_segment_name(wal.segment, wal_segment_size=header.segment_size)
+    problems = []
+    if header.pageaddr != seg.start_lsn or header.timeline > seg.timeline:
+        problems.append(f"it holds {header.describe()}")
+    if system_identifier and header.system_identifier != system_identifier:
+        problems.append(f"it comes from database system {header.system_identifier}, not {system_identifier}")
+    if wal.kind == "segment" and size is not None and size != header.segment_size:
+        problems.append(f"it has {size} bytes, not the {header.segment_size} of a whole segment")
+    if problems:
+        raise IntegrityError(f"{where} is not the WAL file {name}: {'; '.join(problems)}")
+    return header
 
 
 def read_identity(repo: Repository) -> dict[str, Any] | None:
@@ -119,20 +192,61 @@ def _already_archived(
     return WalPushResult(name, wal_path.stat().st_size, local_sha, already_archived=True)
 
 
-def wal_fetch(name: str, dest: Path, *, repo: Repository, key_file: str | os.PathLike[str] | None = None) -> int:
-    """Restore one WAL file to dest atomically and verified; WalMissing when the archive does not have it."""
-    if classify(name) is None:
+def wal_fetch(
+    name: str,
+    dest: Path,
+    *,
+    repo: Repository,
+    key_file: str | os.PathLike[str] | None = None,
+    system_identifier: str | None | type[LookUp] = LookUp,
+) -> int:
+    """Restore one WAL file to dest atomically and verified; WalMissing when the archive does not have it.
+
+    The object must be what was asked for: its envelope's name, its system identifier and, for segments,
+    the page header of its content must match the request and the repository's identity (IntegrityError).
+    system_identifier: the repository's, when the caller has read it already (None: the repository has none).
+    """
+    wal = classify(name)
+    if wal is None:
         raise UsageError(f"{name!r} is not a WAL file name; restore_command must pass %f")
     key = f"{WAL}/{name}"
-    if not repo.exists(key):
-        raise WalMissing(f"{name} is not in {repo.url}")
+    owner = repo_system_identifier(repo) if system_identifier is LookUp else system_identifier
+    where = f"{key} in {repo.url}"
+    try:
+        header, raw = read_envelope(repo, key)
+    except DocumentMissing as e:
+        raise WalMissing(f"{name} is not in {repo.url}") from e
+    _check_envelope(name, header, owner=owner, where=where, raw=raw)
     try:
         # no fsync: PostgreSQL reads the restored file at once and makes its own copy durable
-        return copy_to_file(open_envelope(repo, key, key_file=key_file), dest, durable=False)
+        size = copy_to_file(unseal_envelope(repo, key, header, raw, key_file=key_file), dest, durable=False)
+        if wal.kind in ("segment", "partial"):
+            with open(dest, "rb") as f:
+                head = f.read(_LONG_HEADER.size)
+            check_segment_header(name, head, size=size, system_identifier=owner, where=where)
     except OSError as e:
         raise RepositoryError(f"could not write {dest}: {e.strerror}; check space and permissions") from e
     except IntegrityError as e:
-        raise IntegrityError(f"{e}; recovery must not continue past a damaged WAL file") from e
+        dest.unlink(missing_ok=True)
+        raise IntegrityError(f"{e}; recovery must not continue past a damaged or misplaced WAL file") from e
+    return size
+
+
+def _check_envelope(name: str, header: dict[str, Any], *, owner: str | None, where: str, raw: BinaryIO) -> None:
+    """Refuse an object whose envelope records another WAL name or another database system."""
+    recorded = header.get("name")
+    sysid = clean_system_identifier(header.get("system_identifier"))
+    problem = None
+    if recorded is not None and recorded != name:
+        problem = f"it was archived as {recorded}"
+    elif owner and sysid and sysid != owner:
+        problem = f"it was archived from database system {sysid}, but the repository belongs to {owner}"
+    if problem:
+        raw.close()
+        raise IntegrityError(
+            f"{where} is not the WAL file {name}: {problem}; recovery must not continue past a misplaced WAL "
+            "file: put the right file under this name (or remove the wrong one) and restore again"
+        )
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from typing import Any
 
 from backup_tools.lsn import classify, parse_lsn, segments_between
 from backup_tools.repository import Repository
-from backup_tools.wal import WAL_FETCH_ABORT_EXIT, wal_fetch
+from backup_tools.wal import WAL_FETCH_ABORT_EXIT, repo_system_identifier, wal_fetch
 
 PREFETCH_DIR = "pg_wal/pgdrill-prefetch"
 AHEAD = 4  # archived segments after the stop segment: recovery reads ahead (across several short, switched ones)
@@ -50,8 +50,13 @@ def prefetch_wal(repo: Repository, names: list[str], data_dir: Path, *, key_file
     target.mkdir(mode=0o700, exist_ok=True)
     if not names:
         return 0
+    owner = repo_system_identifier(repo)
+
+    def fetch(name: str) -> int:
+        return wal_fetch(name, target / name, repo=repo, key_file=key_file, system_identifier=owner)
+
     with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="wal-prefetch") as pool:
-        sizes = list(pool.map(lambda n: wal_fetch(n, target / n, repo=repo, key_file=key_file), names))
+        sizes = list(pool.map(fetch, names))
     return sum(sizes)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,6 +14,7 @@ import pytest
 from backup_tools.backup import physical_backup
 from backup_tools.catalog import BackupRecord
 from backup_tools.errors import BackupNotFound, RecoveryError, UsageError
+from backup_tools.objstore import open_envelope, store_object
 from backup_tools.pitr import RecoveryTarget, choose_backup, configure_recovery, recovery_settings
 from backup_tools.ports import free_port
 from backup_tools.repository import FileRepository
@@ -166,3 +169,54 @@ def test_target_after_the_last_archived_commit_is_a_recovery_error(primary, repo
     with pytest.raises(RecoveryError, match="recovery ended before the target up to and including time"):
         start_and_count(data, pg_bin, tmp_path, target)
     assert server_running(data) is None
+
+
+def archive_batches(primary, batches: int) -> list[str]:
+    """Commit `batches` batches of ledger rows, each in its own archived WAL segment; return the segment names."""
+    names = []
+    for n in range(batches):
+        primary.safe_sql("INSERT INTO ledger (id) SELECT generate_series(%s::int, %s::int)", (n * 1000 + 1, n * 1000 + 1000))
+        names.append(primary.archive_current_wal())
+    return names
+
+
+def restore_and_start(repo, pg_bin, tmp_path: Path, name: str):
+    """`backup-tools restore --start` to the end of the archive, as a user runs it."""
+    sock = tmp_path / f"sock-{name}"
+    sock.mkdir()
+    return subprocess.run(
+        [sys.executable, "-m", "backup_tools", "restore", "--repo", repo.url, "--to", str(tmp_path / name),
+         "--pg-bin", str(pg_bin.bindir), "--start", "--port", str(free_port()), "--socket-dir", str(sock)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+
+@pytest.mark.integration
+def test_a_misnamed_wal_object_stops_the_restore_instead_of_promoting_early(primary, repo, pg_bin, tmp_path):
+    physical_backup(dsn=primary.dsn, repo=repo, kind="full", pg=pg_bin, log=quiet)
+    segments = archive_batches(primary, 4)
+    repo.delete(f"wal/{segments[1]}")
+    (repo.root / "wal" / segments[1]).write_bytes((repo.root / "wal" / segments[0]).read_bytes())  # a sync mistake
+    done = restore_and_start(repo, pg_bin, tmp_path, "misnamed")
+    assert done.returncode != 0, done.stdout
+    assert f"is not the WAL file {segments[1]}: it was archived as {segments[0]}" in done.stderr
+    assert server_running(tmp_path / "misnamed") is None
+
+
+@pytest.mark.integration
+def test_recovery_that_ends_before_the_end_of_the_archive_fails_the_restore(primary, repo, pg_bin, tmp_path):
+    physical_backup(dsn=primary.dsn, repo=repo, kind="full", pg=pg_bin, log=quiet)
+    segments = archive_batches(primary, 4)
+    plain = tmp_path / segments[1]
+    with open_envelope(repo, f"wal/{segments[1]}") as src:
+        data = bytearray(src.read())
+    data[40_000] ^= 0xFF  # inside a record: its CRC no longer matches, but the object's own checksum will
+    plain.write_bytes(bytes(data))
+    repo.delete(f"wal/{segments[1]}")
+    store_object(repo, f"wal/{segments[1]}", plain, codec="zstd", sealing=None, scope="wal",
+                 envelope={"name": segments[1]})  # fmt: skip
+    done = restore_and_start(repo, pg_bin, tmp_path, "early")
+    assert done.returncode == 1, done.stdout
+    assert "recovery ended early: redo ended at" in done.stderr
+    assert f"the archive holds WAL up to {segments[-1]}" in done.stderr
+    assert server_running(tmp_path / "early") is None

@@ -11,12 +11,15 @@ import pytest
 
 from backup_tools.errors import IntegrityError, RepositoryError, UsageError, WalMissing
 from backup_tools.keys import generate_key_file_text
+from backup_tools.lsn import parse_segment_name
+from backup_tools.objstore import store_object
 from backup_tools.repository import FileRepository
 from backup_tools.streamer import WalStreamer
 from backup_tools.wal import (
     IDENTITY_KEY,
     WAL_FETCH_ABORT_EXIT,
     check_continuity,
+    repo_system_identifier,
     segment_system_identifier,
     wal_fetch,
     wal_push,
@@ -25,10 +28,18 @@ from backup_tools.wal import (
 SEG = "000000010000000000000003"
 
 
-def fake_segment(path: Path, *, sysid: int = 7311111111111111111, fill: bytes = b"x") -> Path:
-    """A file shaped like a WAL segment: a long page header carrying a system identifier, then data."""
-    header = struct.pack("<HHIQIIQII", 0xD118, 0x0002, 1, 0, 0, 0, sysid, 16 * 1024 * 1024, 8192)
-    path.write_bytes(header + fill * 100_000)
+SEGMENT_SIZE = 16 * 1024 * 1024
+
+
+def segment_header(name: str, *, sysid: int = 7311111111111111111) -> bytes:
+    """The long page header that starts WAL segment `name` of database system sysid."""
+    seg = parse_segment_name(name.removesuffix(".partial"))
+    return struct.pack("<HHIQIIQII", 0xD118, 0x0002, seg.timeline, seg.start_lsn, 0, 0, sysid, SEGMENT_SIZE, 8192)
+
+
+def fake_segment(path: Path, *, sysid: int = 7311111111111111111, fill: bytes = b"x", header_of: str = "") -> Path:
+    """A file shaped like WAL segment path.name (or header_of): its long page header, some data, zeros."""
+    path.write_bytes((segment_header(header_of or path.name, sysid=sysid) + fill * 100_000).ljust(SEGMENT_SIZE, b"\0"))
     return path
 
 
@@ -179,3 +190,43 @@ def test_streamer_receives_wal_through_a_slot_synchronously(make_cluster, pg_bin
     assert repo.exists(f"wal/{name}")
     assert any(n.endswith(".partial") for n in streamer.pushed)
     assert not primary.safe_sql("SELECT 1 FROM pg_replication_slots WHERE slot_name = 'pgdrill_receivewal'")
+
+
+OTHER = "000000010000000000000005"
+
+
+def test_fetch_refuses_an_object_stored_under_another_segment_name(repo, tmp_path):
+    wal_push(fake_segment(tmp_path / SEG), repo=repo)
+    (repo.root / "wal" / OTHER).write_bytes((repo.root / "wal" / SEG).read_bytes())  # a copy mistake
+    with pytest.raises(IntegrityError, match=rf"wal/{OTHER} in .* is not the WAL file {OTHER}: it was archived as {SEG}"):
+        wal_fetch(OTHER, tmp_path / "x", repo=repo)
+    done = backup_tools("wal-fetch", OTHER, str(tmp_path / "x"), "--repo", repo.url)
+    assert done.returncode == WAL_FETCH_ABORT_EXIT and f"archived as {SEG}" in done.stderr
+    assert not (tmp_path / "x").exists()
+
+
+def test_fetch_refuses_content_of_another_segment_behind_a_matching_envelope(repo, tmp_path):
+    wrong = fake_segment(tmp_path / OTHER, header_of=SEG)  # e.g. written by a sync tool or an older wal-push
+    store_object(repo, f"wal/{OTHER}", wrong, codec="zstd", sealing=None, scope="wal", envelope={"name": OTHER})
+    with pytest.raises(IntegrityError, match=rf"is not the WAL file {OTHER}: it holds segment {SEG} \(pageaddr 0/3000000\)"):
+        wal_fetch(OTHER, tmp_path / "x", repo=repo)
+    assert not (tmp_path / "x").exists()
+    short = tmp_path / "short" / OTHER
+    short.parent.mkdir()
+    short.write_bytes(segment_header(OTHER) + b"x" * 1000)
+    store_object(repo, f"wal/{OTHER}.partial", short, codec="none", sealing=None, scope="wal", envelope={})
+    assert wal_fetch(f"{OTHER}.partial", tmp_path / "p", repo=repo) == short.stat().st_size  # a .partial may be short
+    repo.delete(f"wal/{OTHER}")
+    store_object(repo, f"wal/{OTHER}", short, codec="none", sealing=None, scope="wal", envelope={"name": OTHER})
+    with pytest.raises(IntegrityError, match=r"it has 1040 bytes, not the 16777216 of a whole segment"):
+        wal_fetch(OTHER, tmp_path / "x", repo=repo)
+
+
+def test_fetch_refuses_wal_of_another_system_than_the_repository(repo, tmp_path):
+    wal_push(fake_segment(tmp_path / SEG, sysid=42), repo=repo)  # archived before the repository had an identity
+    repo.put_bytes(IDENTITY_KEY, b'{"system_identifier": "99", "pg_major": 18}')
+    with pytest.raises(IntegrityError, match="archived from database system 42, but the repository belongs to 99"):
+        wal_fetch(SEG, tmp_path / "x", repo=repo)
+    repo.put_bytes(IDENTITY_KEY, b'{"system_identifier": "b\'42\'", "pg_major": 18}', overwrite=True)  # SQL_ASCII bug
+    assert repo_system_identifier(repo) == "42"
+    assert wal_fetch(SEG, tmp_path / "x", repo=repo) == SEGMENT_SIZE
