@@ -20,6 +20,9 @@ from fixtures.seed import SeedResult, seed_database
 log = logging.getLogger("pgdrill")
 
 
+deselected_key = pytest.StashKey[list[str]]()
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Leave `slow` drills (large scales) out of the default run: select them with -m slow."""
     if "slow" in (config.getoption("markexpr") or ""):
@@ -28,6 +31,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if slow:
         config.hook.pytest_deselected(items=slow)
         items[:] = [item for item in items if not item.get_closest_marker("slow")]
+        config.stash[deselected_key] = [item.nodeid for item in slow]
+
+
+def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
+    """Say which drills were deselected, why, and how to include them."""
+    slow = config.stash.get(deselected_key, [])
+    if slow:
+        names = ", ".join(nodeid.split("::")[-1] for nodeid in slow[:3]) + (" ..." if len(slow) > 3 else "")
+        terminalreporter.write_line(f"pgdrill: {len(slow)} drill(s) deselected because they are marked slow (large "
+                                    f"scales, long): {names}; include them with -m slow (make drills ARGS='-m slow')")  # fmt: skip
 
 
 @dataclass(frozen=True)

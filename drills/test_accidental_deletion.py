@@ -1,7 +1,6 @@
 """Accidental deletion: a harmful statement commits; restore the whole cluster to just before it (after salvaging
 what was written since), or restore only the harmed table from a logical backup, keeping a safety copy."""
 
-import time
 
 import pytest
 from psycopg import sql
@@ -37,7 +36,7 @@ def test_restore_to_just_before_the_harmful_commit(protected_primary, method, dr
 
     # When the harmful statement commits, and the application keeps writing for a moment
     failure = drill.inject_sql(primary, harm)
-    time.sleep(1.0)
+    drill.pause(1.0, why="the application keeps writing")
     drill.ticker.stop()
 
     # Then rows committed since the incident are exported from the damaged cluster before it is replaced
@@ -68,7 +67,7 @@ def test_table_level_restore_from_logical_backup(protected_primary, method, dril
 
     # When the harmful statement commits, and the application keeps writing
     drill.inject_sql(primary, harm)
-    time.sleep(1.0)
+    drill.pause(1.0, why="the application keeps writing")
 
     # Then only the harmed table is restored into the live cluster, its current contents kept as a safety copy
     with drill.phase("table-level restore", size_bytes=method.backup_size()):

@@ -1,6 +1,5 @@
 """Corruption: a damaged data file (physical) or a bad UPDATE (logical); detect it and recover from the backup."""
 
-import time
 
 import pytest
 from psycopg import sql
@@ -55,7 +54,7 @@ def test_update_without_where_is_undone(protected_primary, method, drill):
 
     # When an UPDATE without WHERE commits, and the application keeps writing for a moment
     failure = drill.inject_sql(primary, BAD_UPDATE)
-    time.sleep(1.0)
+    drill.pause(1.0, why="the application keeps writing")
     drill.ticker.stop()
 
     # Then the cluster is restored to just before that transaction (a dump: to the dump's snapshot)

@@ -21,10 +21,12 @@ def test_crash_recovery_after_kill9(seeded_cluster, drill):
     # When the postmaster and all its children are killed with SIGKILL
     drill.mark_failure()
     primary.kill9()
-    time.sleep(0.5)
+    drill.pause(0.5, why="the ticker meets the dead server")
     drill.ticker.stop()
 
     # Then starting the same data directory again runs crash recovery and loses no acknowledged commit
+    with drill.phase("wait until PID 1 reaps the killed postmaster (test environment; systemd reaps at once)"):
+        primary.wait_reaped()
     with drill.phase("crash recovery + start"):
         primary.start()
     drill.verify(primary, expected=truth)

@@ -30,9 +30,9 @@ def test_restore_in_dr_region_from_the_copied_repository(seeded_cluster, make_me
         drill.notes["copy"] = {k: copied.get(k) for k in ("backups", "newest_wal", "wal_lag_seconds", "completed_at")}
         time.sleep(1.0)
 
-        # When the primary region goes dark: its link to the bucket is cut and its server dies
-        drill.mark_failure()
+        # When the primary region goes dark: its link to the bucket is cut, then its server dies (t_fail: the kill)
         region_link.stop()
+        drill.mark_failure()
         primary.kill9()
         drill.ticker.stop()
 

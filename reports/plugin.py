@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -21,7 +22,7 @@ from fixtures.drill import FAULT_DETECTION, RECOVERY, SYNTHETIC, drill_key, targ
 from reports import evidence
 from reports.controls import SCENARIOS, render_compliance
 from reports.records import build_record, copy_logs, log_sources, relevant_lines
-from reports.render import header_cells, render_summary, row_cells, why
+from reports.render import drill_line, header_cells, render_summary, row_cells, why
 
 SCHEMA_VERSION = 2
 JUNIT_PROPERTIES = ("scenario", "method", "verdict", "rto_seconds", "target_rto_seconds", "rpo_seconds",
@@ -45,6 +46,8 @@ class Run:
     bad_history_lines: list[int] = field(default_factory=list)
     bundle: evidence.Bundle | None = None
     warnings: list[str] = field(default_factory=list)
+    explicit_output: bool = False  # --html, --report-dir or --junitxml given: always write them
+    no_drills: bool = False  # nothing collected is a drill: no report directory, no evidence line
 
 
 run_key = pytest.StashKey[Run]()
@@ -78,6 +81,13 @@ def pytest_configure(config: pytest.Config) -> None:
 
     run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + f"-{os.getpid()}"
     root = Path(config.rootpath)
+    explicit = bool(
+        config.option.htmlpath or config.getoption("report_dir", None) or getattr(config.option, "xmlpath", None)
+    )
+    if not explicit and not _may_run_drills(config):  # e.g. `make test`: no report directory, history or evidence
+        history = Path(config.getoption("history_file", None) or root / "reports" / "history.jsonl").resolve()
+        config.stash[run_key] = Run(run_id, root / "reports" / "out" / run_id, "", history, no_drills=True)
+        return
     if config.option.htmlpath:
         run_dir = Path(config.option.htmlpath).resolve().parent
     else:
@@ -89,7 +99,7 @@ def pytest_configure(config: pytest.Config) -> None:
         config.option.xmlpath = str(run_dir / "junit.xml")
     run_dir.mkdir(parents=True, exist_ok=True)
     history_path = Path(config.getoption("history_file", None) or root / "reports" / "history.jsonl").resolve()
-    run = Run(run_id, run_dir, datetime.now(UTC).isoformat(), history_path)
+    run = Run(run_id, run_dir, datetime.now(UTC).isoformat(), history_path, explicit_output=explicit)
     try:
         run.signing_key = evidence.load_signing_key(config.getoption("evidence_key", None))
         if os.geteuid() == 0:  # the process may drop to an unprivileged user next: keep an open handle
@@ -99,6 +109,16 @@ def pytest_configure(config: pytest.Config) -> None:
     run.git_commit = git_commit(root)
     run.environment = suite_environment(commit=run.git_commit)
     config.stash[run_key] = run
+
+
+def _may_run_drills(config: pytest.Config) -> bool:
+    """Whether the paths given to pytest may hold drills (anything in or above drills/, or not a plain path)."""
+    drills = Path(config.rootpath, "drills").resolve()
+    for arg in config.args:
+        path = Path(config.invocation_params.dir, arg.split("::", 1)[0]).resolve()
+        if not path.exists() or path == drills or drills in path.parents or path in drills.parents:
+            return True
+    return False
 
 
 def _open_history(path: Path) -> BinaryIO:
@@ -135,6 +155,26 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         f"Ed25519 key {evidence.key_id(key.public_key())}" if key else "not signed (no --evidence-key)"
     )
     config.stash[metadata_key].update(env)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """A run that collected no drill (unit tests) writes no drill report, results, JUnit file or evidence bundle."""
+    run = session.config.stash.get(run_key, None)
+    if run is None or run.no_drills or run.explicit_output or any(i.get_closest_marker("drill") for i in session.items):
+        return
+    from _pytest.junitxml import xml_key
+    from pytest_html.basereport import BaseReport
+
+    config = session.config
+    for plugin in [p for p in config.pluginmanager.get_plugins() if isinstance(p, BaseReport)]:
+        config.pluginmanager.unregister(plugin)
+    xml = config.stash.get(xml_key, None)
+    if xml is not None:
+        del config.stash[xml_key]
+        config.pluginmanager.unregister(xml)
+    run.no_drills = True
+    with contextlib.suppress(OSError):
+        run.run_dir.rmdir()  # created empty at configure time
 
 
 def _slug(nodeid: str) -> str:
@@ -197,6 +237,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
     record["server_log_tail"] = lines
     report.pgdrill = record
     run.records.append(record)
+    terminal = item.config.pluginmanager.get_plugin("terminalreporter")
+    if terminal is not None:  # one line as each drill ends, so a long run shows more than dots
+        terminal.write_line(f"pgdrill: {drill_line(record)}", **_colour(record))
     report.extras = [*getattr(report, "extras", []), extras.html(render_details(record, log_lines=lines))]
     properties = [(key, record.get(key)) for key in JUNIT_PROPERTIES] + ([("why", why(record))] if why(record) else [])
     item.user_properties.extend(properties)  # junitxml writes the item's properties with the teardown report
@@ -239,6 +282,8 @@ def pytest_html_results_summary(
 def pytest_sessionfinish(session: pytest.Session) -> Iterator[None]:
     """Results and history before pytest-html and junitxml write their files; the evidence manifest after."""
     run = session.config.stash.get(run_key, None)
+    if run is not None and run.no_drills:
+        run = None
     if run is not None:
         _write_results(run)
     result = yield
@@ -249,6 +294,16 @@ def pytest_sessionfinish(session: pytest.Session) -> Iterator[None]:
         except OSError as e:
             run.warnings.append(f"evidence bundle incomplete: {e}")
     return result
+
+
+def _colour(record: dict[str, Any]) -> dict[str, bool]:
+    return (
+        {"red": True}
+        if record["verdict"] in ("fail", "error")
+        else {"green": True}
+        if record["verdict"] == "pass"
+        else {}
+    )
 
 
 def _write_results(run: Run) -> None:
@@ -278,7 +333,7 @@ def _write_results(run: Run) -> None:
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     """Say where the report and evidence are, and why any drill failed, one line each."""
     run = config.stash.get(run_key, None)
-    if run is None:
+    if run is None or run.no_drills:
         return
     for record in run.records:
         if record["verdict"] in ("fail", "error"):

@@ -276,3 +276,30 @@ def render_summary(records: list[dict[str, Any]], *, run_id: str) -> str:
         "details per drill in the results table below.</p>"
         f"{render_faults(records)}</section>"
     )
+
+
+def _plain_figure(measured: float | None, target: float | None) -> str:
+    return f"{format_seconds(measured) if measured is not None else 'not measured'} / {format_seconds(target)}"
+
+
+def drill_line(record: dict[str, Any]) -> str:
+    """One terminal line for a drill that ended: verdict, scenario/method [case], data source, RTO and RPO vs targets."""
+    name = f"{record['scenario']}/{record['method']}" + (f" [{record['case']}]" if record.get("case") else "")
+    reason = why(record)
+    if is_fault_detection(record):
+        fault = record.get("fault") or {}
+        label = CAUGHT.get(record["verdict"]) or LABELS.get(record["verdict"], record["verdict"].upper())
+        caught = f"caught by {fault['detected_by']}" if fault.get("detected_by") else reason
+        return f"{label} fault-detection {name}: {fault.get('injected') or 'fault'}; {caught}"
+    label = LABELS.get(record["verdict"], record["verdict"].upper())
+    if record["verdict"] == "skip":
+        return f"{label} {name}: {reason}"
+    source = SOURCES.get(record.get("data_source") or "synthetic", "synthetic data")
+    if zero_loss(record):
+        lost_now = record.get("lost_commits")
+        rpo = f"{'not measured' if lost_now is None else commits(lost_now)} / {commits(0)}"
+    else:
+        rpo = _plain_figure(record.get("rpo_seconds"), record.get("target_rpo_seconds"))
+    line = (f"{label} {name} on {source}: RTO {_plain_figure(record.get('rto_seconds'), record.get('target_rto_seconds'))}"
+            f", RPO {rpo}")  # fmt: skip
+    return line + (f" — {reason}" if reason else "")

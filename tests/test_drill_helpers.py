@@ -91,3 +91,25 @@ def test_the_reason_is_the_first_real_error_line_after_the_failing_command():
     assert first_error_line("Failed: corruption/full: measured RTO 2 s exceeds target 1 s") == (
         "corruption/full: measured RTO 2 s exceeds target 1 s"
     )
+
+
+def test_a_zombie_counts_as_gone_so_a_late_reaper_does_not_add_to_rto():
+    import os
+    import subprocess
+    import time
+
+    from fixtures.cluster import gone
+
+    live = subprocess.Popen(["sleep", "30"])
+    zombie = subprocess.Popen(["true"])
+    try:
+        deadline = time.monotonic() + 10
+        while not gone(zombie.pid) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        os.kill(zombie.pid, 0)  # still in the process table (not reaped): signal 0 alone would call it alive
+        assert gone(zombie.pid) and not gone(live.pid)
+    finally:
+        live.kill()
+        live.wait()
+        zombie.wait()
+    assert gone(zombie.pid) and gone(live.pid)

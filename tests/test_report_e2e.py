@@ -167,6 +167,29 @@ def test_each_run_writes_the_report_results_junit_and_says_why_a_drill_failed(th
         assert "pgdrill: ERROR complete-loss/full" in done.stdout
 
 
+def test_each_drill_prints_one_line_as_it_ends(three_runs):
+    out = three_runs["runs"][0][1].stdout
+    assert "pgdrill: PASS accidental-deletion/pitr [drop-table] on synthetic data: RTO 1 min 10 s / 15 min 00 s" in out
+    assert (
+        "pgdrill: CAUGHT fault-detection complete-loss/logical: backup object corrupted; caught by IntegrityError"
+        in out
+    )
+    assert "pgdrill: SKIPPED regional-outage/dr-copy: no DR region configured" in out
+
+
+def test_a_run_without_drills_writes_no_report_and_no_evidence_line(three_runs):
+    project = three_runs["project"]
+    (project / "test_plain.py").write_text("def test_plain():\n    assert True\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PGDRILL_FAKE_RUN": "1"}
+    argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--history-file",
+            str(project / "plain-history.jsonl"), "test_plain.py"]  # fmt: skip
+    done = subprocess.run(argv, cwd=project, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "pgdrill:" not in done.stdout and "Generated html report" not in done.stdout
+    assert not list((project / "reports" / "out").glob("*/report.html")) if (project / "reports").exists() else True
+    assert not (project / "plain-history.jsonl").exists()
+
+
 def test_three_runs_give_three_points_per_scenario(three_runs, last_run):
     history = read_history(three_runs["project"] / "history.jsonl")
     assert not history.bad_lines
