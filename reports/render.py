@@ -69,6 +69,8 @@ def seeded_size(record: dict[str, Any]) -> str:
 
 def rpo_cell(record: dict[str, Any]) -> str:
     """Measured RPO against its target; a target of 0 shows lost commits against '0 lost commits'."""
+    if record.get("rpo_basis") == "data age":
+        return data_age_cell(record)
     if not zero_loss(record):
         return figure(record.get("rpo_seconds"), record.get("target_rpo_seconds"))
     lost_now, limit = record.get("lost_commits"), record.get("target_max_lost_commits") or 0
@@ -79,6 +81,18 @@ def rpo_cell(record: dict[str, Any]) -> str:
     note = (f'<br><span class="pgdrill-muted">newest kept commit {escape(format_seconds(gap))} before the failure'
             "</span>") if gap is not None else ""  # fmt: skip
     return f'<span class="{css}">{commits(lost_now)}</span> / {commits(limit)}{note}'
+
+
+def data_age_cell(record: dict[str, Any]) -> str:
+    """RPO of a restore of the team's data: the age of its newest data, judged only against a non-zero target."""
+    age, target = record.get("rpo_seconds"), record.get("target_rpo_seconds")
+    if age is None:
+        return f'<span class="pgdrill-muted">data age not measured</span> / {escape(format_seconds(target))}'
+    if not target:  # a zero-loss promise is about lost commits, which a data age cannot show
+        return (f'data age <span class="pgdrill-muted">{escape(format_seconds(age))}</span> / {commits(0)}'
+                '<br><span class="pgdrill-muted">not judged: the target is about lost commits</span>')  # fmt: skip
+    css = "pgdrill-ok" if age <= target else "pgdrill-miss"
+    return f'data age <span class="{css}">{escape(format_seconds(age))}</span> / {escape(format_seconds(target))}'
 
 
 def lost(record: dict[str, Any]) -> str:
@@ -295,7 +309,9 @@ def drill_line(record: dict[str, Any]) -> str:
     if record["verdict"] == "skip":
         return f"{label} {name}: {reason}"
     source = SOURCES.get(record.get("data_source") or "synthetic", "synthetic data")
-    if zero_loss(record):
+    if record.get("rpo_basis") == "data age":
+        rpo = "data age " + _plain_figure(record.get("rpo_seconds"), record.get("target_rpo_seconds"))
+    elif zero_loss(record):
         lost_now = record.get("lost_commits")
         rpo = f"{'not measured' if lost_now is None else commits(lost_now)} / {commits(0)}"
     else:

@@ -233,3 +233,12 @@ def test_rto_shows_the_projection_or_else_the_seeded_size():
     cell = "".join(row_cells(projected))
     assert "projected 2 h 00 min" in cell and "at 500.0 GiB" in cell and "pgdrill-warn" in cell
     assert "pgdrill-miss" not in cell
+
+
+def test_data_age_rpo_is_named_and_judged_only_against_a_non_zero_target():
+    aged = record("restore-test", "source-repo", rpo_seconds=3600.0, target_rpo_seconds=86400.0, rpo_basis="data age",
+                  lost_commits=None)  # fmt: skip
+    assert cells_text("".join(row_cells(aged)))[3] == "data age 1 h 00 min / 24 h 00 min"
+    gate = {**aged, "scenario": "predeploy-rollback", "target_rpo_seconds": 0.0}
+    cell = "".join(row_cells(gate))
+    assert "not judged: the target is about lost commits" in cell and "pgdrill-miss" not in cell
