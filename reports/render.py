@@ -309,7 +309,9 @@ def drill_line(record: dict[str, Any]) -> str:
     if record["verdict"] == "skip":
         return f"{label} {name}: {reason}"
     source = SOURCES.get(record.get("data_source") or "synthetic", "synthetic data")
-    if record.get("rpo_basis") == "data age":
+    if record.get("rpo_basis") == "data age" and zero_loss(record):
+        rpo = f"data age {format_seconds(record.get('rpo_seconds'))} (target: {commits(0)}, not judged on age)"
+    elif record.get("rpo_basis") == "data age":
         rpo = "data age " + _plain_figure(record.get("rpo_seconds"), record.get("target_rpo_seconds"))
     elif zero_loss(record):
         lost_now = record.get("lost_commits")
