@@ -13,6 +13,7 @@ import pytest
 
 from backup_tools.pgbin import PgBin
 from fixtures.cluster import Cluster
+from fixtures.docker import ContainerCluster
 from fixtures.drill import Drill
 from fixtures.methods import METHODS, Method, method_unavailable
 from fixtures.seed import SeedResult, seed_database
@@ -73,15 +74,22 @@ def seeded_template(
 
 @pytest.fixture
 def seeded_cluster(
-    make_cluster: Callable[..., Cluster], seeded_template: Template, drill: Drill
+    make_cluster: Callable[..., Cluster], drill: Drill, request: pytest.FixtureRequest
 ) -> Callable[..., Cluster]:
     """Factory: a started cluster holding the seeded data, configured like Cluster.init (archiving, streaming)."""
 
     def factory(name: str = "primary", *, env: dict[str, str] | None = None, **config) -> Cluster:
         cluster = make_cluster(name, env=env or {})
-        cluster.init_from_template(seeded_template.data_dir, **config)
-        cluster.start()
-        seeded = seeded_template.seeded
+        if isinstance(cluster, ContainerCluster):  # the image's own initdb, then the same rows over SQL
+            cluster.init(**config)
+            cluster.start()
+            with cluster.connect() as conn:
+                seeded = seed_database(conn, scale=request.config.getoption("scale"), seed=request.config.getoption("seed"))
+        else:
+            template: Template = request.getfixturevalue("seeded_template")  # seeded once per run, when first needed
+            cluster.init_from_template(template.data_dir, **config)
+            cluster.start()
+            seeded = template.seeded
         drill.notes["seed"] = seeded.rows
         drill.notes["seed_size_bytes"] = seeded_template.size_bytes
         drill.notes["seed_load"] = {"seconds": round(seeded.seconds, 2), "rows_per_second": round(seeded.rows_per_second)}

@@ -1,0 +1,54 @@
+"""The same drills with every server in a container of the team's image (--image; restores into --restore-image).
+
+Each test runs the drill body of its module unchanged; only the clusters differ (fixtures.clusters.make_cluster
+makes containers for tests marked `container`). Physical methods need archiving inside the image: not offered yet.
+"""
+
+import pytest
+
+from drills import test_accidental_deletion as deletion
+from drills import test_complete_loss as loss
+from drills import test_predeploy as predeploy
+
+pytestmark = pytest.mark.container
+
+
+@pytest.fixture(autouse=True)
+def container_note(container_provider, drill):
+    """Name the image and restore image with their digests on the drill record."""
+    drill.notes["container"] = {"image": container_provider.images[container_provider.image].describe(),
+                                "restore_image": container_provider.images[container_provider.restore_image].describe()}  # fmt: skip
+
+
+def in_containers(drill, body, *args):
+    """Run a drill body; its record's method gets an @container suffix, apart from host drills in the history."""
+    try:
+        body(*args)
+    finally:
+        drill.method = f"{drill.method}@container"
+
+
+@pytest.mark.drill("accidental-deletion")
+@pytest.mark.parametrize(("method", "harm"), [pytest.param("logical", deletion.DROP, id="logical-drop-table")],
+                         indirect=["method"])  # fmt: skip
+def test_restore_to_just_before_the_harmful_commit(protected_primary, method, drill, harm, tmp_path):
+    in_containers(drill, deletion.test_restore_to_just_before_the_harmful_commit, protected_primary, method, drill, harm, tmp_path)
+
+
+@pytest.mark.drill("accidental-deletion", method="logical-table-restore")
+@pytest.mark.parametrize("method", ["logical"], indirect=True)
+@pytest.mark.parametrize(("harm", "table"), [pytest.param(deletion.DROP, "documents", id="drop-table")])
+def test_table_level_restore_from_logical_backup(protected_primary, method, drill, harm, table):
+    in_containers(drill, deletion.test_table_level_restore_from_logical_backup, protected_primary, method, drill, harm, table)
+
+
+@pytest.mark.drill("complete-loss")
+@pytest.mark.parametrize("method", ["logical@s3"], indirect=True)
+def test_rebuild_from_the_offsite_repository(protected_primary, method, drill):
+    in_containers(drill, loss.test_rebuild_from_the_offsite_repository, protected_primary, method, drill)
+
+
+@pytest.mark.predeploy
+@pytest.mark.drill("predeploy-rollback", method="gate")
+def test_deploy_gate_backup_restores(request, make_method, drill):
+    in_containers(drill, predeploy.test_deploy_gate_backup_restores, request, make_method, drill)
