@@ -85,13 +85,14 @@ def seeded_cluster(
             cluster.start()
             with cluster.connect() as conn:
                 seeded = seed_database(conn, scale=request.config.getoption("scale"), seed=request.config.getoption("seed"))
+                (size,) = conn.execute("SELECT pg_database_size(current_database())").fetchone()
         else:
             template: Template = request.getfixturevalue("seeded_template")  # seeded once per run, when first needed
             cluster.init_from_template(template.data_dir, **config)
             cluster.start()
-            seeded = template.seeded
+            seeded, size = template.seeded, template.size_bytes
         drill.notes["seed"] = seeded.rows
-        drill.notes["seed_size_bytes"] = seeded_template.size_bytes
+        drill.notes["seed_size_bytes"] = size
         drill.notes["seed_load"] = {"seconds": round(seeded.seconds, 2), "rows_per_second": round(seeded.rows_per_second)}
         return cluster
 
