@@ -50,5 +50,5 @@ def test_rebuild_from_the_offsite_repository(protected_primary, method, drill):
 
 @pytest.mark.predeploy
 @pytest.mark.drill("predeploy-rollback", method="gate")
-def test_deploy_gate_backup_restores(request, make_method, drill):
-    in_containers(drill, predeploy.test_deploy_gate_backup_restores, request, make_method, drill)
+def test_deploy_gate_backup_restores(request, make_method, drill, pg_bin):
+    in_containers(drill, predeploy.test_deploy_gate_backup_restores, request, make_method, drill, pg_bin)

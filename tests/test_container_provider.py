@@ -31,7 +31,7 @@ def test_image_major_comes_from_pg_major_or_the_label():
 def provider(container_provider, **kwargs) -> ContainerProvider:
     """Another provider on the same engine, with a changed image, tools or time-out."""
     options = {"image": container_provider.image, "restore_image": container_provider.image,
-               "pg": container_provider.pg, "password": secrets.token_urlsafe(12), "timeout": 90.0}  # fmt: skip
+               "pg": container_provider.pg, "passfile": container_provider.passfile, "timeout": 90.0}  # fmt: skip
     return ContainerProvider(**(options | kwargs))
 
 
