@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import traceback
 from pathlib import Path
+from unittest import mock
 
 import psycopg
 
@@ -22,6 +26,42 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300)
     base = {k: v for k, v in os.environ.items() if k != "PGDRILL_KEY_FILE"}
     return subprocess.run([sys.executable, "-m", "backup_tools", *args], capture_output=True, text=True,
                           timeout=timeout, env=base | (env or {}))  # fmt: skip
+
+
+def run_main(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run backup-tools' main() in this process with env set (the sweeps run hundreds: no interpreter start-up each).
+
+    Each run acts as its own process: the pid it writes into locks is one that has exited, as a real run's
+    has once it ended. An exception main() does not turn into an exit code comes back as exit 99 with the
+    traceback in stderr.
+    """
+    from backup_tools.cli import main
+
+    out, err, pid = io.StringIO(), io.StringIO(), _ended_pid()
+    saved = {k: os.environ.get(k) for k in [*env, "PGDRILL_KEY_FILE"]}
+    os.environ.pop("PGDRILL_KEY_FILE", None)
+    os.environ.update(env)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), mock.patch("os.getpid", return_value=pid):
+            try:
+                code = main(list(args))
+            except Exception:  # noqa: BLE001 - reported as an unclear failure, not raised
+                traceback.print_exc()
+                code = 99
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
+
+
+def _ended_pid() -> int:
+    """The pid of a process that has exited."""
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
 
 
 def cli_ok(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> str:
