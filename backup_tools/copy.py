@@ -246,13 +246,25 @@ def copy_backups(src: Repository, dst: Repository, *, backup: str = "latest", al
         wal_copied=wal_tally.copied, wal_skipped=wal_tally.skipped, newest_wal=newest, completed_at=completed,
         seconds=(datetime.now(UTC) - began).total_seconds(), backup_lag_seconds=lags, wal_lag_seconds=wal_lag,
     )  # fmt: skip
-    dst.put_bytes(STATUS_KEY, (json.dumps(result.to_dict(), indent=2, sort_keys=True) + "\n").encode(), overwrite=True)
+    changed = tally.copied + tally.repaired + wal_tally.copied + wal_tally.repaired
+    if changed or not _status_matches(dst, result):  # a copy that changed nothing keeps the earlier status and lag
+        dst.put_bytes(STATUS_KEY, (json.dumps(result.to_dict(), indent=2, sort_keys=True) + "\n").encode(),
+                      overwrite=True)  # fmt: skip
     log(
         f"### Copy done: {result.copied} object(s) and {result.wal_copied} WAL file(s) copied, "
         f"{result.skipped + result.wal_skipped} already there, newest WAL {newest or '-'}"
         + (f" ({wal_lag:.0f} s old)" if wal_lag is not None else "")
     )
     return result
+
+
+def _status_matches(dst: Repository, result: CopyResult) -> bool:
+    """Whether the destination's copy-status.json already names the same backups and newest WAL."""
+    try:
+        doc = json.loads(dst.get_bytes(STATUS_KEY))
+    except (BackupToolsError, ValueError):
+        return False
+    return doc.get("backups") == list(result.backups) and doc.get("newest_wal") == result.newest_wal
 
 
 def _write_catalog(src: Repository, dst: Repository, record: BackupRecord, *, completed: datetime, lag: float,
