@@ -85,7 +85,7 @@ def _roles(config, restored, dump, work):
     url = config.getoption("source_globals")
     if url:
         path = fetch_file(url, work)
-        return {"from": "globals file", "roles": dumprestore.apply_globals(restored, path, label=redact(url))}
+        return {"from": "globals file", "roles": dumprestore.apply_globals(restored, path, label=redact(url), superuser=restored.superuser)}
     made = dumprestore.create_missing_roles(restored, dump.roles)
     return {"from": "dump references", "created_nologin": made} | ({} if not made else {
             "note": "no --source-globals given: roles the dump references were created NOLOGIN without passwords or "

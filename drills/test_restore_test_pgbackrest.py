@@ -5,7 +5,7 @@ import json
 import pytest
 
 from fixtures.drill import TEAM_BACKUP
-from fixtures.pgbackrest import PgBackRestError, Stanza, binaries_for, prepare_copy
+from fixtures.pgbackrest import PgBackRestError, Stanza, binaries_for, config_user, prepare_copy
 from fixtures.teamsource import check_restored
 
 
@@ -43,7 +43,7 @@ def test_restore_the_teams_pgbackrest_stanza(pytestconfig, stanza, drill, make_c
             stanza.restore(chosen, restored.data_dir, latest=which == "latest")
     except PgBackRestError as e:
         pytest.fail(f"restore-test/source-pgbackrest: {e}", pytrace=False)
-    prepare_copy(restored)
+    prepare_copy(restored, superuser=config_user(stanza.config, stanza.name))
     with drill.phase("WAL replay + start"):
         restored.start()
         restored.wait_for_promotion()
