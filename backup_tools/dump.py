@@ -20,7 +20,8 @@ from backup_tools.objstore import Sealing, StoredObject, new_sealing, store_obje
 from backup_tools.pgbin import PgBin
 from backup_tools.repository import BACKUPS, Repository
 from backup_tools.runner import check_tool_version, redact, run_pipeline
-from backup_tools.verify import fingerprint, table_keys
+from backup_tools.schemadigest import schema_digest
+from backup_tools.verify import fingerprint, fingerprint_schemas, table_keys
 
 Format = Literal["custom", "directory", "plain"]
 FORMATS = ("custom", "directory", "plain")
@@ -101,7 +102,13 @@ def backup_logical(
                 conn.autocommit = False  # the snapshot transaction stays open until pg_dump is done
                 conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
-                prints = {} if schema_only else fingerprint(conn, tables=list(tables) or None, schema=schema).to_dict()
+                if schema_only:
+                    prints = {}
+                elif tables:
+                    prints = fingerprint(conn, tables=list(tables), schema=schema).to_dict()
+                else:  # the whole database: every schema's tables, and the schema itself
+                    prints = fingerprint_schemas(conn).to_dict()
+                    record.options["schema_digest"] = schema_digest(conn)
                 say(f"snapshot {snapshot} exported; {len(prints)} table(s) fingerprinted in it; running pg_dump")
                 argv = _dump_argv(pg_dump, fmt, snapshot=snapshot, schema_only=schema_only, data_only=data_only,
                                   tables=[quote_pattern(schema, t) for t in tables], jobs=jobs,

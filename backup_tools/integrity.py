@@ -21,7 +21,8 @@ from backup_tools.pgbin import PgBin
 from backup_tools.pitr import RecoveryTarget
 from backup_tools.ports import free_port
 from backup_tools.repository import BACKUPS, Repository
-from backup_tools.verify import fingerprint
+from backup_tools.schemadigest import digest_diff, schema_digest
+from backup_tools.verify import fingerprint_schemas
 
 Log = Callable[[str], Any]
 
@@ -54,6 +55,7 @@ def verify_backup(
     problems: list[str] = []
     checked: list[str] = []
     fingerprints: dict[str, Any] = {}
+    digests: dict[str, Any] = {}
     work = Path(tempfile.mkdtemp(prefix=f"pgdrill-verify-{record.id}-"))
     try:
         if not record.is_good:
@@ -79,7 +81,7 @@ def verify_backup(
                 problems.append(str(e))
         shutil.rmtree(work, ignore_errors=True)
         if restore_test and not problems:
-            fingerprints = _restore_test(repo, record, pg=pg, key_file=key_file, problems=problems, log=log)
+            fingerprints, digests = _restore_test(repo, record, pg=pg, key_file=key_file, problems=problems, log=log)
             if not problems:
                 checked.append("restore test ok")
     finally:
@@ -87,15 +89,19 @@ def verify_backup(
     if not problems:
         changes: dict[str, Any] = {"verified_at": datetime.now(UTC)}
         if fingerprints and "restore_test" not in record.fingerprints:
-            changes["fingerprints"] = {**record.fingerprints, "restore_test": fingerprints}
+            changes["fingerprints"] = {**record.fingerprints, "restore_test": fingerprints,
+                                       "restore_test_schema": digests}  # fmt: skip
         repo.write_catalog(repo.read_catalog(record.id).with_changes(**changes))
     return VerifyResult(record.id, tuple(problems), tuple(checked), fingerprints)
 
 
 def _restore_test(
     repo: Repository, record: BackupRecord, *, pg: PgBin, key_file: str | None, problems: list[str], log: Log
-) -> dict[str, Any]:
-    """Restore to the backup's end in a temp dir, start it, fingerprint every database, compare with the catalog."""
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Restore to the backup's end in a temp dir, start it, fingerprint every database, compare with the catalog.
+
+    Returns the table fingerprints and the schema digests, per database.
+    """
     from backup_tools.restore import restore, start_restored, stop_restored
 
     base = Path(tempfile.mkdtemp(prefix=f"pgdrill-restoretest-{record.id}-"))
@@ -108,30 +114,39 @@ def _restore_test(
         port = free_port()
         start_restored(data, pg=pg, port=port, socket_dir=sock, target=target, log=log)
         try:
-            got = fingerprint_all(sock, port, user=record.options.get("superuser", "postgres"))
+            digests: dict[str, Any] = {}
+            got = fingerprint_all(sock, port, user=record.options.get("superuser", "postgres"), digests=digests)
         except psycopg.Error as e:
             raise RecoveryError(f"could not read the restored copy: {e}") from e
         stop_restored(data, pg=pg)
         expected = record.fingerprints.get("restore_test")
-        if expected is not None and expected != got:
-            differ = sorted(k for k in set(expected) | set(got) if expected.get(k) != got.get(k))
-            problems.append(f"restore test: fingerprints differ from the first restore test in {', '.join(differ)}")
-        return got
+        if expected is not None:  # tables the first test recorded (older versions recorded only public's)
+            differ = sorted(db for db, tables in expected.items()
+                            if {t: got.get(db, {}).get(t) for t in tables} != tables or db not in got)  # fmt: skip
+            if differ:
+                problems.append(f"restore test: fingerprints differ from the first restore test in {', '.join(differ)}")
+        for db, digest in (record.fingerprints.get("restore_test_schema") or {}).items():
+            lost = digest_diff(digests.get(db, {}), digest)
+            if lost:
+                problems.append(f"restore test: schema of {db} differs from the first restore test: {'; '.join(lost)}")
+        return got, digests
     except BackupToolsError as e:
         problems.append(f"restore test failed: {e}")
-        return {}
+        return {}, {}
     finally:
         stop_restored(data, pg=pg, mode="immediate")
         shutil.rmtree(base, ignore_errors=True)
 
 
-def fingerprint_all(socket_dir: Path, port: int, *, user: str) -> dict[str, Any]:
-    """Fingerprints of the public schema of every connectable non-template database."""
+def fingerprint_all(socket_dir: Path, port: int, *, user: str, digests: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Fingerprints of every user schema of every connectable non-template database (and their schema digests)."""
     conninfo = {"host": str(socket_dir), "port": port, "user": user, "connect_timeout": 10, "autocommit": True}
     with text_as_str(psycopg.connect(dbname="postgres", **conninfo)) as conn:
         names = [r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate")]
     out = {}
     for name in sorted(names):
         with text_as_str(psycopg.connect(dbname=name, **conninfo)) as conn:
-            out[name] = fingerprint(conn).to_dict()
+            out[name] = fingerprint_schemas(conn).to_dict()
+            if digests is not None:
+                digests[name] = schema_digest(conn)
     return out

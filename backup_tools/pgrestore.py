@@ -23,7 +23,7 @@ from backup_tools.pgbin import PgBin
 from backup_tools.repository import BACKUPS, Repository
 from backup_tools.roles import create_missing_roles, roles_in_dump
 from backup_tools.runner import check_tool_version, run, run_pipeline
-from backup_tools.verify import Fingerprint, fingerprint
+from backup_tools.verify import Fingerprint, fingerprint_named
 
 _logger = logging.getLogger("backup_tools")
 _LISTED_KINDS = ("TABLE DATA", "TABLE", "CONSTRAINT")
@@ -147,7 +147,7 @@ def restore_logical(
         expected = Fingerprint.from_dict(record.fingerprints)
         if tables:
             expected = Fingerprint({t: fp for t, fp in expected.tables.items() if t in tables})
-        got = fingerprint(conn, tables=sorted(expected.tables), schema=schema) if expected.tables else Fingerprint()
+        got = fingerprint_named(conn, sorted(expected.tables), schema=schema) if expected.tables else Fingerprint()
     differences = tuple(got.diff(expected))
     result = LogicalRestoreResult(
         record.id, database, tuple(tables), tuple(sorted(expected.tables)), differences, time.monotonic() - started

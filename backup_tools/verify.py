@@ -21,6 +21,16 @@ ORDER BY c.relname
 """
 
 
+_USER_SCHEMAS = """
+SELECT n.nspname FROM pg_namespace n
+WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%'
+  AND n.nspname NOT LIKE 'pg\\_temp\\_%'
+  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_namespace'::regclass AND d.objid = n.oid
+                  AND d.deptype = 'e')
+ORDER BY n.nspname = 'public' DESC, n.nspname
+"""
+
+
 @dataclass(frozen=True)
 class TableFingerprint:
     """Row count and a hash of every row, in primary-key order."""
@@ -89,6 +99,34 @@ def fingerprint(
             rows, digest = conn.execute(query).fetchone()
             result[name] = TableFingerprint(rows, digest)
     return Fingerprint({k: v for k, v in result.items() if v is not None})
+
+
+def user_schemas(conn: psycopg.Connection) -> list[str]:
+    """Schemas holding application tables: all but the system ones and those an extension created."""
+    return [r[0] for r in conn.execute(_USER_SCHEMAS).fetchall()]
+
+
+def fingerprint_schemas(conn: psycopg.Connection, *, exclude: tuple[str, ...] = ()) -> Fingerprint:
+    """Fingerprint every table of every user schema; public's tables by name, the others as schema.table."""
+    out: dict[str, TableFingerprint] = {}
+    for schema in user_schemas(conn):
+        prefix = "" if schema == "public" else f"{schema}."
+        found = fingerprint(conn, schema=schema, exclude=exclude if schema == "public" else ())
+        out |= {prefix + name: fp for name, fp in found.tables.items()}
+    return Fingerprint(out)
+
+
+def fingerprint_named(conn: psycopg.Connection, names: list[str], *, schema: str = "public") -> Fingerprint:
+    """Fingerprint the tables a Fingerprint names (bare names in schema, others as schema.table)."""
+    by_schema: dict[str, list[str]] = {}
+    for name in names:
+        where, _, table = name.rpartition(".") if "." in name else (schema, "", name)
+        by_schema.setdefault(where, []).append(table)
+    out: dict[str, TableFingerprint] = {}
+    for where, tables in by_schema.items():
+        prefix = "" if where == schema else f"{where}."
+        out |= {prefix + t: fp for t, fp in fingerprint(conn, tables=tables, schema=where).tables.items()}
+    return Fingerprint(out)
 
 
 def foreign_key_violations(conn: psycopg.Connection, *, schema: str = "public") -> list[str]:
@@ -164,3 +202,11 @@ def recorded_by_database(record: Any) -> dict[str, Fingerprint]:
         return {record.options.get("database") or "postgres": Fingerprint.from_dict(record.fingerprints)}
     tested = record.fingerprints.get("restore_test") or {}
     return {db: Fingerprint.from_dict(tables) for db, tables in tested.items()}
+
+
+def recorded_schemas(record: Any) -> dict[str, dict[str, Any]]:
+    """The schema digests (schemadigest.schema_digest) a catalog record holds, per database; empty for older ones."""
+    if record.kind == "logical":
+        digest = record.options.get("schema_digest")
+        return {record.options.get("database") or "postgres": digest} if digest else {}
+    return dict(record.fingerprints.get("restore_test_schema") or {})

@@ -6,7 +6,7 @@ import pytest
 
 from backup_tools.pitr import RecoveryTarget
 from backup_tools.runner import run
-from backup_tools.verify import recorded_by_database
+from backup_tools.verify import recorded_by_database, recorded_schemas
 from fixtures.drill import TEAM_BACKUP
 from fixtures.origin import APP_DB, OWNER
 from fixtures.teamsource import check_restored
@@ -78,11 +78,13 @@ def test_restore_the_teams_backup(pytestconfig, source, drill, make_method):
 
         restored = restorer.restore("restore-test", target=RecoveryTarget(immediate=True), check=prepare)
 
-    # Then every database's tables match the fingerprints recorded for the backup
+    # Then every database's tables and schema objects (RLS policies, functions, triggers...) match those recorded
     recorded = recorded_by_database(chosen)
     assert recorded, f"backup {chosen.id} has no recorded fingerprints: run `backup-tools verify --restore-test` once"
+    schemas = recorded_schemas(chosen)
     for database, expected in sorted(recorded.items()):
-        drill.verify(restored, expected=expected.without(TICKS_TABLE), dbname=database, integrity=False)
+        drill.verify(restored, expected=expected.without(TICKS_TABLE), dbname=database, integrity=False,
+                     schema=schemas.get(database))  # fmt: skip
     # and the team's checks (--checks, --checks-dir); RPO is the age of the newest data, beside the backup's own age
     check_restored(drill, restored, config=pytestconfig, backup_time=chosen.stop_time or chosen.start_time)
     drill.finish(restored)
