@@ -29,8 +29,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from backup_tools.pgbin import find_pg_bin  # noqa: E402
-from backup_tools.ports import free_port  # noqa: E402
+from backup_tools.pg.bin import find_pg_bin  # noqa: E402
+from backup_tools.pg.ports import free_port  # noqa: E402
 from fixtures.cluster import Cluster  # noqa: E402
 
 

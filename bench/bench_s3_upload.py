@@ -33,10 +33,10 @@ import boto3
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from backup_tools.keys import generate_key_file_text  # noqa: E402
-from backup_tools.objstore import drain, new_sealing, open_object, store_object  # noqa: E402
-from backup_tools.ports import free_port  # noqa: E402
-from backup_tools.s3repo import S3Repository  # noqa: E402
+from backup_tools.pg.ports import free_port  # noqa: E402
+from backup_tools.repo.objects import drain, new_sealing, open_object, store_object  # noqa: E402
+from backup_tools.repo.s3.repository import S3Repository  # noqa: E402
+from backup_tools.security.keys import generate_key_file_text  # noqa: E402
 
 BUCKET, CREDS = "bench", ("bench-key", "bench-secret")
 MB = 1_000_000
@@ -62,7 +62,7 @@ def make_basebackup(work: Path, scale: float) -> Path:
     """Seed a cluster and take a tar-format base backup of it; return base.tar."""
     import psycopg
 
-    from backup_tools.pgbin import find_pg_bin
+    from backup_tools.pg.bin import find_pg_bin
     from fixtures.cluster import Cluster
     from fixtures.seed import seed_database
 

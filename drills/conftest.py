@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from backup_tools.pgbin import PgBin
+from backup_tools.pg.bin import PgBin
 from fixtures.cluster import Cluster
 from fixtures.docker import ContainerCluster
 from fixtures.drill import Drill

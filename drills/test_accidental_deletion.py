@@ -5,7 +5,7 @@ what was written since), or restore only the harmed table from a logical backup,
 import pytest
 from psycopg import sql
 
-from backup_tools.pitr import RecoveryTarget
+from backup_tools.restore.pitr import RecoveryTarget
 from fixtures.salvage import salvage_rows
 from fixtures.ticker import TICKS_TABLE
 

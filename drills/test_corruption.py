@@ -4,7 +4,7 @@
 import pytest
 from psycopg import sql
 
-from backup_tools.pitr import RecoveryTarget
+from backup_tools.restore.pitr import RecoveryTarget
 from fixtures.faults import DETECTORS, damage_relation
 
 PHYSICAL = [

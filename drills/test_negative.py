@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from psycopg import sql
 
-from backup_tools.lsn import parse_lsn, segment_name
-from backup_tools.pitr import RecoveryTarget
+from backup_tools.restore.pitr import RecoveryTarget
+from backup_tools.wal.lsn import parse_lsn, segment_name
 from fixtures.faults import corrupt_file, delete_archived_wal
 
 HARM = sql.SQL("DELETE FROM chat_messages")

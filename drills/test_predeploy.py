@@ -3,9 +3,9 @@
 import pytest
 from psycopg import sql
 
-from backup_tools.pitr import RecoveryTarget
-from backup_tools.runner import redact
-from backup_tools.verify import recorded_by_database, recorded_schemas
+from backup_tools.pg.checks import recorded_by_database, recorded_schemas
+from backup_tools.pg.run import redact
+from backup_tools.restore.pitr import RecoveryTarget
 from fixtures.drill import TEAM_DATABASE
 from fixtures.gate import gate_roles, note_rollback_copy
 from fixtures.origin import APP_DB, OWNER

@@ -4,9 +4,9 @@ import random
 
 import pytest
 
-from backup_tools.pitr import RecoveryTarget
-from backup_tools.runner import run
-from backup_tools.verify import recorded_by_database, recorded_schemas
+from backup_tools.pg.checks import recorded_by_database, recorded_schemas
+from backup_tools.pg.run import run
+from backup_tools.restore.pitr import RecoveryTarget
 from fixtures.drill import TEAM_BACKUP
 from fixtures.origin import APP_DB, OWNER
 from fixtures.teamsource import check_restored

@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from backup_tools.runner import redact, run
+from backup_tools.pg.run import redact, run
 from fixtures import dumprestore
 from fixtures.drill import TEAM_BACKUP
 from fixtures.dumps import DumpError, fetch_file, open_source

@@ -13,7 +13,7 @@ matplotlib.use("Agg")
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 
-from backup_tools.durations import format_seconds  # noqa: E402
+from backup_tools.units import format_seconds  # noqa: E402
 
 PASS, FAIL, OTHER, TARGET = "#1a7f37", "#cf222e", "#8c959f", "#bc4c00"
 PHASE_COLOURS = ("#8c959f", "#0969da", "#8250df", "#1b7c83", "#bf3989", "#9a6700", "#54aeff", "#2da44e")

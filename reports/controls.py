@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from html import escape
 from typing import Any
 
-from backup_tools.drill_history import last_passes
+from backup_tools.monitor.history import last_passes
 
 SEVERITY = {"pass": 0, "skip": 1, "fail": 2, "error": 3}
 

@@ -6,7 +6,7 @@ import json
 from html import escape
 from typing import Any
 
-from backup_tools.durations import format_bytes, format_seconds
+from backup_tools.units import format_bytes, format_seconds
 from reports.charts import phase_timeline_svg
 from reports.render import figure, is_fault_detection, lost, rpo_cell, source_label, verdict_badge, why
 

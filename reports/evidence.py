@@ -11,7 +11,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from backup_tools.errors import UsageError
-from backup_tools.evidence import key_id, load_private_key, pack, write_manifest
+from backup_tools.security.evidence import key_id, load_private_key, pack, write_manifest
 
 KEY_ENV = "PGDRILL_EVIDENCE_KEY"
 HISTORY_EXCERPT = "history-excerpt.jsonl"

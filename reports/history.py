@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from html import escape
 from typing import Any
 
-from backup_tools.drill_history import stale_scenarios
+from backup_tools.monitor.history import stale_scenarios
 from reports.charts import trend_svg
 
 SEVERITY = {"pass": 0, "skip": 1, "fail": 2, "error": 3}

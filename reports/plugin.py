@@ -15,9 +15,9 @@ from typing import Any, BinaryIO
 
 import pytest
 
-from backup_tools.drill_history import History, append_history, history_line, parse_history
 from backup_tools.errors import BackupToolsError
-from backup_tools.runner import redact
+from backup_tools.monitor.history import History, append_history, history_line, parse_history
+from backup_tools.pg.run import redact
 from fixtures.drill import FAULT_DETECTION, RECOVERY, SYNTHETIC, drill_key, targets_key
 from reports import evidence
 from reports.controls import SCENARIOS, render_compliance
@@ -133,7 +133,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     """Add the PostgreSQL version and binaries, suite, host, tools, scale, seed to the Environment table."""
     from pytest_metadata.plugin import metadata_key
 
-    from backup_tools.pgbin import find_pg_bin
+    from backup_tools.pg.bin import find_pg_bin
     from fixtures.clusters import pg_bin_key
 
     config, run = session.config, session.config.stash[run_key]

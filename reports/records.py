@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from backup_tools.runner import redact
+from backup_tools.pg.run import redact
 from fixtures.drill import FAULT_DETECTION, SYNTHETIC, first_error_line
 from reports.controls import controls_for
 

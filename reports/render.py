@@ -5,7 +5,7 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
-from backup_tools.durations import format_bytes, format_seconds
+from backup_tools.units import format_bytes, format_seconds
 from reports.history import worst
 
 COLUMNS = ("Scenario", "Data", "RTO measured / target", "RPO measured / target", "Lost commits", "Verdict")

@@ -24,12 +24,12 @@ from pathlib import Path
 import pytest
 
 import backup_tools
-from backup_tools.keys import generate_key_file_text
-from backup_tools.verify import fingerprint
+from backup_tools.pg.checks import fingerprint
+from backup_tools.security.keys import generate_key_file_text
 from fixtures.cluster import Cluster
 from fixtures.faultproxy import FaultProxy, fault_proxy
-from tests.repo_ops import cli_ok, restore_fingerprint, run_main
-from tests.sweep_support import Tally, objects, repo_state
+from tests.support.repo_ops import cli_ok, restore_fingerprint, run_main
+from tests.support.sweep_support import Tally, objects, repo_state
 
 pytestmark = pytest.mark.integration
 

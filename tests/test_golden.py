@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from backup_tools.catalog import FORMAT_VERSION
-from backup_tools.verify import Fingerprint, fingerprint
+from backup_tools.pg.checks import Fingerprint, fingerprint
 from fixtures.cluster import Cluster
-from tests.repo_ops import cli_ok, restore_fingerprint
+from tests.support.repo_ops import cli_ok, restore_fingerprint
 
 pytestmark = pytest.mark.integration
 

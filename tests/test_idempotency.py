@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from backup_tools.keys import generate_key_file_text
-from tests.repo_ops import run_main, tree_digest
+from backup_tools.security.keys import generate_key_file_text
+from tests.support.repo_ops import run_main, tree_digest
 from tests.test_golden import DATA
 
 pytestmark = pytest.mark.integration

@@ -4,8 +4,8 @@ from datetime import timedelta
 
 import pytest
 
-from backup_tools.durations import format_seconds, parse_duration
 from backup_tools.errors import UsageError
+from backup_tools.units import format_seconds, parse_duration
 from fixtures.targets import load_targets, parse_targets
 
 

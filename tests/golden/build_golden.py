@@ -16,10 +16,10 @@ import pytest
 
 from backup_tools import __version__
 from backup_tools.catalog import FORMAT_VERSION
-from backup_tools.keys import generate_key_file_text
-from backup_tools.verify import fingerprint
+from backup_tools.pg.checks import fingerprint
+from backup_tools.security.keys import generate_key_file_text
 from fixtures.cluster import backup_tools_command
-from tests.repo_ops import cli_ok
+from tests.support.repo_ops import cli_ok
 
 OUT_ENV = "PGDRILL_GOLDEN_OUT"
 DOCS = {"contracts/2024/lease.pdf": b"%PDF-1.4 golden lease\n" * 40, "photos/site.jpg": bytes(range(256)) * 8,

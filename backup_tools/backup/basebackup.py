@@ -1,0 +1,227 @@
+"""Physical backups with pg_basebackup (plain or tar, full or incremental), pg_verifybackup, and extraction.
+
+Staging: pg_basebackup writes into a staging directory (inside a file:// repository, so its files are
+hard-linked into place without a second copy; elsewhere a temp directory), pg_verifybackup checks it
+there, and backup.py stores each object through objstore.store_object. Tar format stores pg_basebackup's
+base.tar (hashed or stored while pg_basebackup still writes it, see tailread.py) and pg_wal.tar; plain format is verified as a directory and stored as one base.tar streamed
+from it. Restores stream each object (verified, decrypted, decompressed) into the native tar, two at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tarfile
+import tempfile
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from backup_tools.backup.tar import untar
+from backup_tools.catalog import BackupRecord
+from backup_tools.errors import IntegrityError, ToolFailed, UsageError, VersionMismatch
+from backup_tools.pg.bin import PgBin
+from backup_tools.pg.run import check_tool_version, run
+from backup_tools.repo.base import BACKUPS, FileRepository, Repository
+from backup_tools.repo.objects import Sealing, open_object
+
+Format = Literal["tar", "plain"]
+MANIFEST = "backup_manifest"
+INCREMENTAL_MIN_MAJOR = 17
+Log = Callable[[str], Any]
+
+
+@dataclass(frozen=True)
+class ServerState:
+    """What a physical backup needs to know about the server before it starts."""
+
+    version_num: int
+    version: str
+    system_identifier: str
+    timeline: int
+    wal_segment_size: int
+    summarize_wal: bool
+
+    @property
+    def major(self) -> int:
+        """The PostgreSQL major version."""
+        return self.version_num // 10000
+
+
+@dataclass(frozen=True)
+class ManifestInfo:
+    """The WAL range and system identifier a backup_manifest records."""
+
+    timeline: int
+    start_lsn: str
+    stop_lsn: str
+    system_identifier: str | None
+
+
+def server_state(dsn: str) -> ServerState:
+    """Read version, system identifier, timeline, WAL segment size and summarize_wal from the server."""
+    import psycopg  # imported here: restores (extract_backup) need no database driver, and it loads slowly
+
+    from backup_tools.pg.conn import connect
+
+    with connect(dsn, purpose="connect for a physical backup") as conn:
+        try:
+            num = int(conn.execute("SHOW server_version_num").fetchone()[0])
+            version = str(conn.execute("SHOW server_version").fetchone()[0]).split()[0]
+            sysid, tli = conn.execute(
+                "SELECT s.system_identifier::text, c.timeline_id FROM pg_control_system() s, pg_control_checkpoint() c"
+            ).fetchone()
+            seg = int(conn.execute("SELECT setting FROM pg_settings WHERE name = 'wal_segment_size'").fetchone()[0])
+            summarize = num >= 170000 and conn.execute("SHOW summarize_wal").fetchone()[0] == "on"
+        except psycopg.Error as e:
+            raise UsageError(
+                f"could not read the server's control data ({e.diag.message_primary or e}); "
+                "connect as a superuser or a role with pg_read_all_settings and EXECUTE on pg_control_system()"
+            ) from e
+    return ServerState(num, version, str(sysid), int(tli), seg, bool(summarize))
+
+
+def after_backup_facts(dsn: str) -> dict[str, str]:
+    """The next xid (so xid targets can pick a backup) and the bootstrap superuser (for restore tests)."""
+    from backup_tools.pg.conn import connect
+
+    with connect(dsn, purpose="read the next xid") as conn:
+        xid, superuser = conn.execute(
+            "SELECT pg_snapshot_xmax(pg_current_snapshot())::text, (SELECT rolname FROM pg_roles WHERE oid = 10)"
+        ).fetchone()
+    return {"next_xid": xid, "superuser": superuser}
+
+
+def check_incremental(state: ServerState) -> None:
+    """Refuse an incremental backup the server cannot take, saying why and what to do."""
+    if state.major < INCREMENTAL_MIN_MAJOR:
+        raise VersionMismatch(
+            f"incremental backups need PostgreSQL {INCREMENTAL_MIN_MAJOR} or later, the server runs {state.version}; "
+            "take --kind full backups (and archive WAL for point-in-time recovery) instead"
+        )
+    if not state.summarize_wal:
+        raise UsageError(
+            "incremental backups need summarize_wal = on, and it is off on the server; run "
+            "ALTER SYSTEM SET summarize_wal = on; SELECT pg_reload_conf(); then take a --kind full backup "
+            "before the next incremental"
+        )
+
+
+def run_basebackup(
+    *,
+    dsn: str,
+    pg: PgBin,
+    dest: Path,
+    fmt: Format,
+    server_version_num: int,
+    incremental_manifest: Path | None = None,
+    label: str,
+    sync: bool = True,
+) -> None:
+    """Run pg_basebackup into dest (tar or plain, WAL streamed, with a manifest); stdin closed, no password on argv."""
+    tool = pg.tool("pg_basebackup")
+    check_tool_version(tool, server_version_num)
+    args: list[str | os.PathLike[str]] = [
+        tool, "-D", dest, "-F", fmt[0], "-X", "stream", "--checkpoint=fast", "--label", label, "--no-password",
+    ]  # fmt: skip
+    if incremental_manifest is not None:
+        args += ["--incremental", incremental_manifest]
+    if not sync:
+        args.append("--no-sync")
+    from backup_tools.pg.conn import libpq_env
+
+    with libpq_env(dsn) as env:
+        try:
+            run(args, env=env, timeout=None)
+        except ToolFailed as e:
+            if "WAL summar" in str(e):
+                raise UsageError(
+                    f"{e}; the server has no WAL summaries since the parent backup (summarize_wal was off, or "
+                    "wal_summary_keep_time expired): take a --kind full backup"
+                ) from e
+            raise
+
+
+def verify_dir(path: Path, *, pg: PgBin, fmt: Format) -> None:
+    """Run pg_verifybackup on a backup directory (tar backups: WAL is checked via the archive, not parsed here)."""
+    if fmt == "tar" and pg.major < 18:  # pg_verifybackup reads tar files only from PostgreSQL 18 on
+        with tempfile.TemporaryDirectory(dir=path.parent, prefix=".verify-") as unpacked:
+            _unpack_tars(path, Path(unpacked))
+            return verify_dir(Path(unpacked), pg=pg, fmt="plain")
+    args: list[str | os.PathLike[str]] = [pg.tool("pg_verifybackup"), "--quiet", "--exit-on-error"]
+    if fmt == "tar":
+        args += ["--format=t", "--no-parse-wal"]
+    try:
+        run([*args, path], timeout=None)
+    except ToolFailed as e:
+        raise IntegrityError(f"pg_verifybackup rejected the backup in {path}: {e}") from e
+
+
+def _unpack_tars(path: Path, dest: Path) -> None:
+    """Lay out a tar-format backup as a data directory: base.tar at the top, pg_wal.tar in pg_wal/, the manifest."""
+    for tar_name, into in (("base.tar", dest), ("pg_wal.tar", dest / "pg_wal")):
+        if (path / tar_name).exists():
+            into.mkdir(exist_ok=True)
+            with tarfile.open(path / tar_name) as tar:
+                tar.extractall(into, filter="tar")
+    (dest / MANIFEST).write_bytes((path / MANIFEST).read_bytes())
+
+
+def read_manifest(path: Path) -> ManifestInfo:
+    """The WAL range (timeline, start and end LSN) and system identifier of a backup_manifest."""
+    try:
+        doc = json.loads(path.read_text())
+        ranges = doc["WAL-Ranges"]
+        first, last = ranges[-1], ranges[0]  # newest timeline first in a manifest
+    except (OSError, ValueError, KeyError, IndexError) as e:
+        raise IntegrityError(f"{path} is not a readable backup manifest ({e}); take the backup again") from e
+    sysid = doc.get("System-Identifier")
+    return ManifestInfo(int(last["Timeline"]), first["Start-LSN"], last["End-LSN"], str(sysid) if sysid else None)
+
+
+def extract_backup(
+    repo: Repository, record: BackupRecord, dest: Path, *, sealing: Sealing | None, log: Log = print
+) -> int:
+    """Fetch a backup's objects (checksums verified) and unpack them into dest, two at a time; return the bytes."""
+    (dest / "pg_wal").mkdir(mode=0o700, exist_ok=True)
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="extract") as pool:
+        jobs = [
+            pool.submit(_extract_one, repo, record, entry, dest, sealing=sealing, log=log) for entry in record.files
+        ]
+        return sum(job.result() for job in jobs)
+
+
+def _extract_one(
+    repo: Repository, record: BackupRecord, entry: Any, dest: Path, *, sealing: Sealing | None, log: Log
+) -> int:
+    key = f"{BACKUPS}/{record.id}/{entry.name}"
+    stream = open_object(
+        repo, key, codec=entry.codec, sealing=sealing, scope=record.id, size=entry.size, sha256=entry.sha256,
+        plain_size=entry.plain_size, plain_sha256=entry.plain_sha256,
+    )  # fmt: skip
+    base = entry.name.removesuffix(".zst").removesuffix(".gz")
+    # a plain object in a local repository: tar reads the file, the stream beside it only checks the sha256
+    local = repo._path(key) if isinstance(repo, FileRepository) and entry.codec == "none" and not sealing else None
+    log(f"### Fetching {key} ({entry.size} bytes)")
+    try:
+        with stream:
+            if base == MANIFEST:
+                (dest / MANIFEST).write_bytes(stream.read())
+            elif base.endswith(".tar"):
+                target = dest / "pg_wal" if base == "pg_wal.tar" else dest
+                target.mkdir(mode=0o700, exist_ok=True)
+                untar(stream, target, path=local)
+            else:
+                raise UsageError(
+                    f"{key}: cannot restore {entry.name} (tablespaces are not supported yet); "
+                    "restore it by hand with tar"
+                )
+    except (tarfile.TarError, EOFError, OSError) as e:
+        if isinstance(e, OSError) and not isinstance(e, EOFError) and e.errno is not None:
+            raise
+        raise IntegrityError(
+            f"{key} in {repo.url} is damaged ({e}): truncated or corrupted; restore another backup"
+        ) from e
+    return entry.plain_size or entry.size

@@ -1,0 +1,212 @@
+"""Logical backups with pg_dump into a repository, fingerprinted in the same snapshot as the dump."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Literal
+
+import psycopg
+
+from backup_tools.backup.physical import check_identity
+from backup_tools.catalog import BackupRecord, FileEntry, new_backup_id
+from backup_tools.errors import BackupToolsError, UsageError
+from backup_tools.pg.bin import PgBin
+from backup_tools.pg.checks import fingerprint, fingerprint_schemas, table_keys
+from backup_tools.pg.conn import ConnInfo, connect, libpq_env, server_info
+from backup_tools.pg.run import check_tool_version, redact, run_pipeline
+from backup_tools.pg.schemadigest import schema_digest
+from backup_tools.repo.base import BACKUPS, Repository
+from backup_tools.repo.compress import SUFFIXES, check_codec
+from backup_tools.repo.objects import Sealing, StoredObject, new_sealing, store_object
+
+Format = Literal["custom", "directory", "plain"]
+FORMATS = ("custom", "directory", "plain")
+DUMP_NAME = {"custom": "dump.pgdump", "directory": "dump", "plain": "dump.sql"}
+_logger = logging.getLogger("backup_tools")
+
+
+def quote_pattern(schema: str, table: str) -> str:
+    """An exact-match pg_dump/psql pattern for schema.table (quoted, so wildcards and dots are literal)."""
+    return ".".join('"' + part.replace('"', '""') + '"' for part in (schema, table))
+
+
+def backup_logical(
+    dsn: str,
+    repo: Repository,
+    *,
+    fmt: Format = "custom",
+    jobs: int = 1,
+    schema_only: bool = False,
+    data_only: bool = False,
+    tables: Sequence[str] = (),
+    compression: str | None = None,
+    key_file: str | None = None,
+    pg: PgBin,
+    schema: str = "public",
+    timeout: float | None = None,
+    log: Callable[[str], None] | None = None,
+) -> BackupRecord:
+    """Dump one database with pg_dump into repo; the catalog record is DONE only when every object is stored.
+
+    compression: None leaves it to pg_dump (custom and directory dumps are gzip-compressed inside); a codec
+    ("zstd", "gzip", "none") makes pg_dump write uncompressed and compresses the stored objects instead.
+    key_file encrypts the stored objects (objstore), as for physical backups.
+    """
+    say = log or _logger.info
+    _check_options(fmt=fmt, jobs=jobs, schema_only=schema_only, data_only=data_only)
+    codec = check_codec(compression) if compression is not None else "none"
+    pg_dump = pg.tool("pg_dump")
+    info = ConnInfo.parse(dsn)
+    with connect(dsn, purpose="connect for a logical backup") as conn:
+        server = server_info(conn)
+        dump_major = check_tool_version(pg_dump, server.version_num)
+        missing = sorted(set(tables) - set(table_keys(conn, schema=schema)))
+        if missing:
+            raise UsageError(
+                f"table(s) {', '.join(missing)} not found in schema {schema} of {info.redacted()!r}; "
+                "nothing was backed up. Check the names (case-sensitive, without the schema)"
+            )
+        with repo.lock():
+            if server.system_identifier is not None:
+                check_identity(repo, system_identifier=server.system_identifier, major=server.major)
+            sealing = new_sealing(key_file)
+            began = datetime.now(UTC)
+            record = BackupRecord(
+                id=new_backup_id(began, "logical"),
+                kind="logical",
+                status="STARTED",
+                start_time=began,
+                pg_version=server.version,
+                system_identifier=server.system_identifier,
+                encryption=sealing.meta if sealing else None,
+                options={
+                    "format": fmt,
+                    "jobs": jobs,
+                    "schema_only": schema_only,
+                    "data_only": data_only,
+                    "tables": list(tables),
+                    "schema": schema,
+                    "compression": compression,
+                    "database": conn.info.dbname,
+                    "pg_dump_major": dump_major,
+                },
+            )
+            say(f"### Logical backup {record.id} ({fmt}) of {info.redacted()} into {repo.url}")
+            repo.write_catalog(record)
+            stored: list[FileEntry] = []
+            try:
+                conn.autocommit = False  # the snapshot transaction stays open until pg_dump is done
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
+                if schema_only:
+                    prints = {}
+                elif tables:
+                    prints = fingerprint(conn, tables=list(tables), schema=schema).to_dict()
+                else:  # the whole database: every schema's tables, and the schema itself
+                    prints = fingerprint_schemas(conn).to_dict()
+                    record.options["schema_digest"] = schema_digest(conn)
+                say(f"snapshot {snapshot} exported; {len(prints)} table(s) fingerprinted in it; running pg_dump")
+                argv = _dump_argv(pg_dump, fmt, snapshot=snapshot, schema_only=schema_only, data_only=data_only,
+                                  tables=[quote_pattern(schema, t) for t in tables], jobs=jobs,
+                                  compression=None if compression is None else "none")  # fmt: skip
+                with libpq_env(dsn) as env:
+                    _store_dump(repo, record.id, fmt, argv, env=env, codec=codec, sealing=sealing, timeout=timeout,
+                                stored=stored)  # fmt: skip
+                conn.rollback()
+                done = record.with_changes(
+                    status="DONE", stop_time=datetime.now(UTC), files=tuple(stored), fingerprints=prints
+                )
+                repo.write_catalog(done)
+            except BaseException as e:
+                _mark_failed(repo, record, stored, e)
+                raise
+    say(f"### Logical backup {done.id} DONE: {len(done.files)} object(s), {done.size} bytes")
+    return done
+
+
+def _check_options(*, fmt: str, jobs: int, schema_only: bool, data_only: bool) -> None:
+    if fmt not in FORMATS:
+        raise UsageError(f"unknown dump format {fmt!r}: use one of {', '.join(FORMATS)}")
+    if jobs < 1 or (jobs > 1 and fmt != "directory"):
+        raise UsageError(f"jobs={jobs}: parallel pg_dump (-j) needs fmt='directory' and jobs >= 1")
+    if schema_only and data_only:
+        raise UsageError("schema_only and data_only exclude each other; a full dump has both")
+
+
+def _dump_argv(
+    pg_dump: Path,
+    fmt: str,
+    *,
+    snapshot: str,
+    schema_only: bool,
+    data_only: bool,
+    tables: list[str],
+    jobs: int,
+    compression: str | None,
+) -> list[str]:
+    argv = [str(pg_dump), "--no-password", f"--snapshot={snapshot}", f"--format={fmt}"]
+    if schema_only:
+        argv.append("--schema-only")
+    if data_only:
+        argv.append("--data-only")
+    elif fmt == "plain":
+        argv += ["--clean", "--if-exists"]  # a plain script cannot be told to clean at restore time
+    if tables:
+        argv.append("--strict-names")
+        for pattern in tables:
+            argv += ["--table", pattern]
+    if jobs > 1:
+        argv += ["--jobs", str(jobs)]
+    if compression is not None:
+        argv.append(f"--compress={compression}")
+    return argv
+
+
+def _store_dump(
+    repo: Repository,
+    backup_id: str,
+    fmt: str,
+    argv: list[str],
+    *,
+    env: dict[str, str | None],
+    codec: str,
+    sealing: Sealing | None,
+    timeout: float | None,
+    stored: list[FileEntry],
+) -> None:
+    """Run pg_dump and stream its output into the repository, appending each stored object to `stored`."""
+
+    def keep(name: str, src: Path | IO[bytes]) -> None:
+        name += SUFFIXES[codec]
+        obj: StoredObject = store_object(repo, f"{BACKUPS}/{backup_id}/{name}", src, codec=codec, sealing=sealing,
+                                         scope=backup_id)  # type: ignore[arg-type]  # fmt: skip
+        stored.append(FileEntry(name, obj.size, obj.sha256, codec, obj.plain_size, obj.plain_sha256))
+
+    if fmt == "directory":
+        with tempfile.TemporaryDirectory(prefix="pgdrill-dump-") as tmp:
+            target = Path(tmp) / DUMP_NAME[fmt]
+            run_pipeline([[*argv, "--file", str(target)]], env=env, timeout=timeout)
+            for path in sorted(target.iterdir()):
+                keep(f"{DUMP_NAME[fmt]}/{path.name}", path)
+        return
+    run_pipeline([argv], consumer=lambda out: keep(DUMP_NAME[fmt], out), env=env, timeout=timeout)
+
+
+def _mark_failed(repo: Repository, record: BackupRecord, stored: list[FileEntry], error: BaseException) -> None:
+    """Remove what a failed backup stored and record it as FAILED (never listed as good)."""
+    prefix = f"{BACKUPS}/{record.id}/"
+    try:
+        for key in repo.list(prefix):
+            if not key.endswith("/catalog.json"):
+                repo.delete(key)
+        reason = redact(str(error)) if isinstance(error, BackupToolsError | psycopg.Error) else type(error).__name__
+        failed = record.with_changes(
+            status="FAILED", stop_time=datetime.now(UTC), options={**record.options, "error": reason[:2000]}
+        )
+        repo.write_catalog(failed)
+    except BackupToolsError as e:
+        _logger.error("could not mark backup %s as FAILED in %s: %s", record.id, repo.url, e)

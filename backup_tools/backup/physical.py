@@ -1,0 +1,246 @@
+"""`backup-tools backup`: take a full or incremental physical backup into a repository, catalogued.
+
+Order of writes: repository lock; identity check (system identifier and major version); catalog STARTED;
+pg_basebackup into staging; pg_verifybackup; objects stored (checksummed); catalog DONE written last
+(atomically, by Repository.write_catalog). Any failure writes FAILED and re-raises.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from backup_tools.backup.basebackup import (
+    MANIFEST,
+    Format,
+    after_backup_facts,
+    check_incremental,
+    read_manifest,
+    run_basebackup,
+    server_state,
+    verify_dir,
+)
+from backup_tools.backup.tailread import Background, GrowingFile
+from backup_tools.backup.tar import TarPipe
+from backup_tools.catalog import CATALOG_NAME, BackupRecord, FileEntry, Kind, new_backup_id
+from backup_tools.errors import BackupNotFound, BackupToolsError, UsageError, VersionMismatch
+from backup_tools.pg.bin import PgBin
+from backup_tools.repo.base import BACKUPS, CHUNK, FileRepository, Repository, sha256_of
+from backup_tools.repo.compress import SUFFIXES, check_codec
+from backup_tools.repo.objects import Sealing, copy_to_file, new_sealing, open_object, open_sealing, store_object
+from backup_tools.wal.archive import IDENTITY_KEY, read_identity
+
+PHYSICAL = ("full", "incremental")
+Log = Callable[[str], Any]
+
+
+@dataclass(frozen=True)
+class BackupResult:
+    """A finished backup: its catalog record and how long it took."""
+
+    record: BackupRecord
+    seconds: float
+
+
+def check_identity(repo: Repository, *, system_identifier: str, major: int) -> None:
+    """Refuse a backup from another database system or major version; claim an empty repository."""
+    owner = read_identity(repo)
+    if owner is not None:
+        if owner.get("system_identifier") != system_identifier:
+            raise UsageError(
+                f"{repo.url} holds backups of database system {owner.get('system_identifier')}, this server is "
+                f"system {system_identifier}; use a separate repository per cluster"
+            )
+        if int(owner.get("pg_major", major)) != major:
+            raise VersionMismatch(
+                f"{repo.url} holds PostgreSQL {owner.get('pg_major')} backups, this server runs {major}; "
+                "after a major upgrade start a new repository (keep the old one for its retention period)"
+            )
+        return
+    doc = {"system_identifier": system_identifier, "pg_major": major, "created_at": datetime.now(UTC).isoformat()}
+    repo.put_bytes(IDENTITY_KEY, (json.dumps(doc, indent=2) + "\n").encode())
+
+
+def latest_physical(repo: Repository) -> BackupRecord:
+    """The newest good physical backup (the parent of a new incremental)."""
+    good = [r for r in repo.list_backups() if r.is_good and r.kind in PHYSICAL]
+    if not good:
+        raise BackupNotFound(
+            f"no finished full backup in {repo.url} to base an incremental on; take a --kind full backup first"
+        )
+    return good[-1]
+
+
+def physical_backup(
+    *,
+    dsn: str,
+    repo: Repository,
+    kind: Kind,
+    pg: PgBin,
+    fmt: Format = "tar",
+    compression: str = "zstd",
+    key_file: str | None = None,
+    staging_dir: Path | None = None,
+    log: Log = print,
+) -> BackupResult:
+    """Take a full or incremental physical backup under the repository lock; return its DONE record."""
+    if kind not in PHYSICAL:
+        raise UsageError(f"--kind {kind} is not a physical backup; use full or incremental")
+    check_codec(compression)
+    began = datetime.now(UTC)
+    state = server_state(dsn)
+    if kind == "incremental":
+        check_incremental(state)
+    with repo.lock():
+        check_identity(repo, system_identifier=state.system_identifier, major=state.major)
+        _clear_stale_staging(repo, log)
+        parent = latest_physical(repo) if kind == "incremental" else None
+        sealing = new_sealing(key_file)
+        record = BackupRecord(
+            id=new_backup_id(began, kind), kind=kind, status="STARTED", start_time=began,
+            parent=parent.id if parent else None, pg_version=state.version,
+            system_identifier=state.system_identifier, encryption=sealing.meta if sealing else None,
+            options={"format": fmt, "compression": compression, "wal_segment_size": state.wal_segment_size,
+                     "server_version_num": state.version_num},
+        )  # fmt: skip
+        repo.write_catalog(record)
+        log(
+            f"### Backup {record.id} ({kind}{f' on {parent.id}' if parent else ''}) of system {state.system_identifier}"
+        )
+        staging = _staging(repo, record.id, staging_dir)
+        try:
+            record = _take(record, dsn=dsn, repo=repo, pg=pg, state=state, parent=parent, sealing=sealing,
+                           key_file=key_file, staging=staging, log=log)  # fmt: skip
+        except BaseException as e:
+            failed = record.with_changes(status="FAILED", stop_time=datetime.now(UTC))
+            failed.options["error"] = str(e)[:500]
+            _remove_objects(repo, record.id)
+            repo.write_catalog(failed)
+            if isinstance(e, BackupToolsError):
+                raise type(e)(f"backup {record.id} FAILED: {e}") from e
+            raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        repo.write_catalog(record)  # DONE: written last
+    seconds = (datetime.now(UTC) - began).total_seconds()
+    log(
+        f"### Backup {record.id} DONE: {record.size} bytes stored, {record.start_lsn}..{record.stop_lsn}, {seconds:.1f} s"
+    )
+    return BackupResult(record, seconds)
+
+
+def _remove_objects(repo: Repository, backup_id: str) -> None:
+    """Delete what a failed backup stored (base.tar is stored while pg_basebackup runs); keep its catalog."""
+    try:
+        for key in repo.list(f"{BACKUPS}/{backup_id}/"):
+            if not key.endswith("/" + CATALOG_NAME):
+                repo.delete(key)
+    except BackupToolsError:
+        pass  # the FAILED catalog still marks them as not restorable; prune removes them
+
+
+def _clear_stale_staging(repo: Repository, log: Log) -> None:
+    """Remove staging/<id> directories left by killed backups (safe: the repository lock is held)."""
+    if not isinstance(repo, FileRepository) or not (repo.root / "staging").is_dir():
+        return
+    for stale in (repo.root / "staging").iterdir():
+        log(f"### Removing {stale}, left by a backup that was killed")
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def _staging(repo: Repository, backup_id: str, staging_dir: Path | None) -> Path:
+    if staging_dir is None and isinstance(repo, FileRepository):
+        path = repo.root / "staging" / backup_id  # same filesystem: objects are hard-linked, not copied
+        path.mkdir(parents=True)
+        return path
+    return Path(tempfile.mkdtemp(prefix=f"pgdrill-{backup_id}-", dir=staging_dir))
+
+
+def _take(record: BackupRecord, *, dsn: str, repo: Repository, pg: PgBin, state: Any, parent: BackupRecord | None,
+          sealing: Sealing | None, key_file: str | None, staging: Path, log: Log) -> BackupRecord:  # fmt: skip
+    fmt, codec = record.options["format"], record.options["compression"]
+    parent_manifest = None
+    if parent is not None:
+        parent_manifest = staging / "parent_manifest"
+        entry = next((f for f in parent.files if f.name == MANIFEST), None)
+        if entry is None:
+            raise BackupNotFound(f"parent backup {parent.id} has no {MANIFEST}; take a --kind full backup")
+        psealing = open_sealing(parent.encryption, key_file=key_file)
+        copy_to_file(_open_entry(repo, parent, entry, psealing), parent_manifest)
+    data = staging / "data"
+    linking = isinstance(repo, FileRepository) and codec == "none" and sealing is None
+    log(f"### Running pg_basebackup ({fmt} format) into {data}")
+    writer = Background(run_basebackup, dsn=dsn, pg=pg, dest=data, fmt=fmt, server_version_num=state.version_num,
+                        incremental_manifest=parent_manifest, label=record.id, sync=linking)  # fmt: skip
+    early: dict[str, FileEntry | str] = {}
+    if fmt == "tar":  # base.tar is hashed (linking) or stored while pg_basebackup still writes it
+        try:
+            early["base.tar"] = _while_written(repo, record.id, data / "base.tar", writer, codec=codec,
+                                               sealing=sealing, linking=linking)  # fmt: skip
+        except BaseException as e:
+            writer.result()  # pg_basebackup's own error explains more, if it failed
+            raise e
+    writer.result()
+    stop_time = datetime.now(UTC)
+    facts = after_backup_facts(dsn)
+    log("### Verifying the staged backup with pg_verifybackup")
+    verify_dir(data, pg=pg, fmt=fmt)
+    manifest = read_manifest(data / MANIFEST)
+    if manifest.system_identifier and manifest.system_identifier != state.system_identifier:
+        raise BackupToolsError(
+            f"the server's system identifier changed during the backup (manifest {manifest.system_identifier}, "
+            f"server {state.system_identifier}: a failover?); take it again"
+        )
+    files = []
+    sources: list[tuple[str, Path | TarPipe]] = [(MANIFEST, data / MANIFEST)]
+    if fmt == "tar":
+        sources += [(p.name, p) for p in sorted(data.glob("*.tar"))]
+    else:
+        sources.append(("base.tar", TarPipe(data)))
+    for name, src in sources:
+        if isinstance(done := early.get(name), FileEntry):
+            files.append(done)
+            continue
+        object_codec = "none" if name == MANIFEST else codec
+        object_name = name + SUFFIXES[object_codec]
+        key = f"{BACKUPS}/{record.id}/{object_name}"
+        log(f"### Storing {key}")
+        try:
+            stored = store_object(repo, key, src, codec=object_codec, sealing=sealing, scope=record.id,  # type: ignore[arg-type]
+                                  sha256=done)  # fmt: skip
+        finally:
+            if isinstance(src, TarPipe):
+                src.close()
+        files.append(FileEntry(object_name, stored.size, stored.sha256, object_codec, stored.plain_size,
+                               stored.plain_sha256))  # fmt: skip
+    options = {**record.options, **facts}
+    return record.with_changes(
+        status="DONE", stop_time=stop_time, start_lsn=manifest.start_lsn, stop_lsn=manifest.stop_lsn,
+        timeline=manifest.timeline, files=tuple(files), options=options,
+    )  # fmt: skip
+
+
+def _while_written(repo: Repository, backup_id: str, path: Path, writer: Background, *, codec: str,
+                   sealing: Sealing | None, linking: bool) -> FileEntry | str:  # fmt: skip
+    """Follow a tar pg_basebackup is writing: return its sha256 (to hard-link it later) or the stored object."""
+    with GrowingFile(path, writer) as growing:
+        if linking:
+            return sha256_of(growing)[1]
+        name = path.name + SUFFIXES[codec]
+        stored = store_object(repo, f"{BACKUPS}/{backup_id}/{name}", io.BufferedReader(growing, CHUNK), codec=codec,
+                              sealing=sealing, scope=backup_id)  # type: ignore[arg-type]  # fmt: skip
+    return FileEntry(name, stored.size, stored.sha256, codec, stored.plain_size, stored.plain_sha256)
+
+
+def _open_entry(repo: Repository, record: BackupRecord, entry: FileEntry, sealing: Sealing | None):
+    return open_object(
+        repo, f"{BACKUPS}/{record.id}/{entry.name}", codec=entry.codec, sealing=sealing, scope=record.id,
+        size=entry.size, sha256=entry.sha256, plain_size=entry.plain_size, plain_sha256=entry.plain_sha256,
+    )  # fmt: skip

@@ -1,0 +1,1 @@
+"""Keeping a repository healthy over time: verify, offsite copy, retention, prune, rekey."""

@@ -1,0 +1,297 @@
+"""Repository health checks for `backup-tools check`: freshness, failures, size, WAL, verification, drills."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from backup_tools.catalog import BackupRecord
+from backup_tools.errors import BackupToolsError, UsageError
+from backup_tools.monitor.config import MonitorConfig
+from backup_tools.monitor.history import read_history, stale_scenarios
+from backup_tools.repo.base import WAL, Repository
+from backup_tools.repo.objects import read_envelope
+from backup_tools.units import format_bytes, format_seconds
+from backup_tools.wal.archive import check_continuity, wal_names
+from backup_tools.wal.lsn import classify, parse_lsn, parse_segment_name, segment_name
+
+Severity = Literal["ok", "warning", "critical"]
+PHYSICAL = ("full", "incremental")
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    """One check's verdict: its name, whether it passed, how bad a failure is, one line, and the figures behind it."""
+
+    name: str
+    ok: bool
+    severity: Severity
+    message: str
+    figures: dict[str, Any] = field(default_factory=dict)
+
+    def line(self) -> str:
+        """The check on one line, as `backup-tools check` prints it."""
+        return f"{'OK' if self.ok else self.severity.upper():8} {self.name}: {self.message}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (times as ISO 8601 strings)."""
+        return _jsonable(asdict(self))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    return value
+
+
+def _ok(name: str, message: str, **figures: Any) -> CheckOutcome:
+    return CheckOutcome(name, True, "ok", message, figures)
+
+
+def _fail(name: str, severity: Severity, message: str, **figures: Any) -> CheckOutcome:
+    return CheckOutcome(name, False, severity, message, figures)
+
+
+def series_of(record: BackupRecord) -> str:
+    """'logical' or 'physical' (full and incremental backups form one series)."""
+    return "logical" if record.kind == "logical" else "physical"
+
+
+def finished_at(record: BackupRecord) -> datetime:
+    """When a backup finished according to its catalog record (its start time if no stop time was recorded)."""
+    return record.stop_time or record.start_time
+
+
+def _age(seconds: float) -> str:
+    return format_seconds(max(seconds, 0.0))
+
+
+def _live(records: list[BackupRecord]) -> list[BackupRecord]:
+    """Records not being deleted by prune (prune marks those FAILED with options.deleting)."""
+    return [r for r in records if not r.options.get("deleting")]
+
+
+def check_freshness(records: list[BackupRecord], config: MonitorConfig, now: datetime) -> list[CheckOutcome]:
+    """The newest DONE backup per series (or kind, when configured per kind) is younger than its limit."""
+    wanted = dict(config.max_age_by_series)
+    if not wanted:
+        present = sorted({series_of(r) for r in records})
+        wanted = {s: config.max_age for s in present}
+    if not wanted:
+        return [_fail("freshness", "critical", "no backup in the repository: take one with `backup-tools backup`")]
+    out = []
+    for name, limit in sorted(wanted.items()):
+        good = [r for r in records if r.is_good and (r.kind == name or series_of(r) == name)]
+        check = f"freshness:{name}"
+        if not good:
+            out.append(_fail(check, "critical", f"no finished {name} backup in the repository (limit {limit})",
+                             limit_seconds=limit.total_seconds()))  # fmt: skip
+            continue
+        newest = max(good, key=finished_at)
+        age = (now - finished_at(newest)).total_seconds()
+        figures = {"newest": newest.id, "finished_at": finished_at(newest), "age_seconds": age,
+                   "limit_seconds": limit.total_seconds()}  # fmt: skip
+        if age > limit.total_seconds():
+            text = (f"newest {name} backup {newest.id} finished {_age(age)} ago (limit {_age(limit.total_seconds())}); "
+                    "is the backup schedule running? see its cron/systemd log")  # fmt: skip
+            out.append(_fail(check, "critical", text, **figures))
+        else:
+            out.append(_ok(check, f"newest {name} backup {newest.id} finished {_age(age)} ago", **figures))
+    return out
+
+
+def check_failures(records: list[BackupRecord], config: MonitorConfig, now: datetime) -> list[CheckOutcome]:
+    """Per series, the newest backups FAILED; and backups STARTED long ago that never finished."""
+    out = []
+    for series in sorted({series_of(r) for r in records}):
+        finished = [r for r in _live(records) if series_of(r) == series and r.status != "STARTED"]
+        failed = 0
+        for record in reversed(finished):
+            if record.status != "FAILED":
+                break
+            failed += 1
+        check = f"failures:{series}"
+        if failed >= config.failed_after and failed:
+            newest = finished[-1]
+            good = [r for r in finished if r.is_good]
+            last_good = f"last good backup {good[-1].id}" if good else "no good backup at all"
+            error = str(newest.options.get("error") or "no error recorded")
+            text = (f"the newest {failed} {series} backup(s) FAILED, newest {newest.id}: {error}; {last_good}; "
+                    "fix the cause and take a backup now")  # fmt: skip
+            out.append(_fail(check, "critical", text, consecutive_failed=failed, newest_failed=newest.id))
+        else:
+            out.append(_ok(check, f"newest {series} backup did not fail", consecutive_failed=failed))
+    limit = config.stuck_after.total_seconds()
+    stuck = [r for r in records if r.status == "STARTED" and (now - r.start_time).total_seconds() > limit]
+    if stuck:
+        oldest = stuck[0]
+        text = (f"{len(stuck)} backup(s) STARTED more than {_age(limit)} ago and never finished, oldest {oldest.id} "
+                f"({_age((now - oldest.start_time).total_seconds())} ago); a hung or killed backup: check its process "
+                "and the repository lock")  # fmt: skip
+        out.append(_fail("stuck", "warning", text, stuck=[r.id for r in stuck]))
+    elif records:
+        out.append(_ok("stuck", f"no backup running longer than {_age(limit)}", stuck=[]))
+    return out
+
+
+def check_sizes(records: list[BackupRecord], config: MonitorConfig) -> list[CheckOutcome]:
+    """The newest good backup's size per kind against the median of the previous ones of that kind."""
+    out = []
+    for kind in config.size_kinds:
+        good = [r for r in records if r.is_good and r.kind == kind]
+        if not good:
+            continue
+        newest, previous = good[-1], good[-1 - config.size_window : -1]
+        check = f"size:{kind}"
+        figures: dict[str, Any] = {"newest": newest.id, "size": newest.size, "history": len(previous)}
+        if newest.size == 0:
+            out.append(_fail(check, "critical", f"newest {kind} backup {newest.id} is empty (0 bytes)", **figures))
+            continue
+        if len(previous) < config.size_min_history:
+            history = f"({len(previous)} of {config.size_min_history})"
+            text = f"{format_bytes(newest.size)}; too little history to compare {history}"
+            out.append(_ok(check, text, **figures))
+            continue
+        median = statistics.median(r.size for r in previous)
+        ratio = newest.size / median if median else float("inf")
+        figures |= {"median": median, "ratio": round(ratio, 4)}
+        compared = f"{format_bytes(newest.size)} vs median {format_bytes(median)} of the previous {len(previous)}"
+        if ratio < config.size_min_ratio:
+            text = (f"newest {kind} backup {newest.id} is only {ratio:.0%} of the usual size ({compared}): "
+                    "an empty or partial dump? check the backup log and restore-test it")  # fmt: skip
+            out.append(_fail(check, "critical", text, **figures))
+        elif ratio > config.size_max_ratio:
+            text = (f"newest {kind} backup {newest.id} is {ratio:.1f}x the usual size ({compared}): "
+                    "unexpected growth or the wrong database? check what was backed up")  # fmt: skip
+            out.append(_fail(check, "warning", text, **figures))
+        else:
+            out.append(_ok(check, f"{compared} ({ratio:.0%})", **figures))
+    return out
+
+
+def check_wal(
+    repo: Repository, records: list[BackupRecord], config: MonitorConfig, now: datetime
+) -> list[CheckOutcome]:
+    """No WAL gap from the oldest kept physical backup on, each backup's own WAL present, archiving not stalled."""
+    physical = [r for r in records if r.is_good and r.kind in PHYSICAL and r.start_lsn]
+    names = wal_names(repo)
+    if not physical and not names:
+        return []
+    size = int(physical[0].options.get("wal_segment_size", 16 * 1024 * 1024)) if physical else 16 * 1024 * 1024
+    report = check_continuity(repo, wal_segment_size=size, names=names, records=records)
+    floor = None
+    if physical:
+        start = parse_segment_name(_segment_of(physical[0], size), wal_segment_size=size)
+        floor = (start.timeline, start.segno)
+    relevant, ignored = [], 0
+    for timeline, gaps in sorted(report.gaps.items()):
+        for gap in gaps:
+            last = parse_segment_name(gap.last, wal_segment_size=size).segno
+            if floor is None or timeline > floor[0] or (timeline == floor[0] and last >= floor[1]):
+                relevant.append(gap)
+            else:
+                ignored += 1
+    missing = {k: v for k, v in report.missing_for_backups.items() if v}
+    figures = {"gaps": [asdict(g) for g in relevant], "gaps_before_oldest_backup": ignored,
+               "missing_for_backups": missing, "timelines": report.timelines}  # fmt: skip
+    problems = [f"GAP on timeline {g.timeline}: {g.first} .. {g.last} ({g.count} segment(s))" for g in relevant]
+    problems += [f"backup {b} lacks its own WAL {v[0]} .. {v[-1]}" for b, v in sorted(missing.items())]
+    if problems:
+        text = "; ".join(problems) + "; point-in-time recovery cannot cross a gap: take a new full backup now"
+        out = [_fail("wal:continuity", "critical", text, **figures)]
+    else:
+        span = ", ".join(f"timeline {tl}: {a} .. {b}" for tl, (a, b) in sorted(report.timelines.items()))
+        out = [_ok("wal:continuity", f"no gap ({span or 'no segments'})", **figures)]
+    return out + [_archiving(repo, names, physical, config, now)]
+
+
+def _segment_of(record: BackupRecord, size: int) -> str:
+    return segment_name(record.timeline or 1, parse_lsn(record.start_lsn or "0/0"), wal_segment_size=size)
+
+
+def _archiving(
+    repo: Repository, names: list[str], physical: list[BackupRecord], config: MonitorConfig, now: datetime
+) -> CheckOutcome:
+    """The newest archived segment's push time (from its own header, never an mtime) is recent enough."""
+    segments = [n for n in names if (w := classify(n)) is not None and w.kind == "segment"]
+    if not segments:
+        return _fail("wal:archiving", "critical", "physical backups but no archived WAL segment: check archive_mode "
+                     "and archive_command (backup-tools wal-push %p --repo ...)")  # fmt: skip
+    newest = max(segments)
+    try:
+        header, raw = read_envelope(repo, f"{WAL}/{newest}")
+        raw.close()
+        pushed = datetime.fromisoformat(header["pushed_at"])
+    except (BackupToolsError, KeyError, ValueError, TypeError) as e:
+        return _fail("wal:archiving", "critical", f"cannot read when {newest} was archived: {e}", newest=newest)
+    age, limit = (now - pushed).total_seconds(), config.wal_max_age.total_seconds()
+    figures = {"newest": newest, "pushed_at": pushed, "age_seconds": age, "limit_seconds": limit}
+    if age > limit:
+        text = (f"archiving stalled: the newest WAL segment {newest} was archived {_age(age)} ago (limit "
+                f"{_age(limit)}); check pg_stat_archiver (last_failed_wal) and the server log, and set "
+                "archive_timeout below the limit on quiet servers")  # fmt: skip
+        return _fail("wal:archiving", "critical", text, **figures)
+    return _ok("wal:archiving", f"newest segment {newest} archived {_age(age)} ago", **figures)
+
+
+def check_verified(records: list[BackupRecord], config: MonitorConfig, now: datetime) -> list[CheckOutcome]:
+    """Per series, some good backup was verified within the limit (new repositories get that long to start)."""
+    out = []
+    limit = config.verify_max_age.total_seconds()
+    for series in sorted({series_of(r) for r in records if r.is_good}):
+        good = [r for r in records if r.is_good and series_of(r) == series]
+        verified = [r.verified_at for r in good if r.verified_at]
+        since = max(verified) if verified else min(finished_at(r) for r in good)
+        age = (now - since).total_seconds()
+        figures = {"last_verified_at": max(verified) if verified else None, "age_seconds": age, "limit_seconds": limit}
+        check = f"verified:{series}"
+        if age <= limit:
+            what = f"last verified {_age(age)} ago" if verified else f"not verified yet (first backup {_age(age)} old)"
+            out.append(_ok(check, what, **figures))
+            continue
+        last = f"last verified {_age(age)} ago" if verified else "never verified"
+        text = (f"no {series} backup verified within {_age(limit)} ({last}); run `backup-tools verify "
+                "--repo URL --restore-test` on a schedule")  # fmt: skip
+        out.append(_fail(check, "warning", text, **figures))
+    return out
+
+
+def check_drills(config: MonitorConfig, now: datetime) -> list[CheckOutcome]:
+    """Every scenario (configured, else on record) passed a drill within the limit, from the drill history file."""
+    if config.drill_history is None:
+        return []
+    history = read_history(config.drill_history)
+    figures: dict[str, Any] = {"history": str(config.drill_history), "bad_lines": len(history.bad_lines)}
+    if not history.records and config.drill_scenarios is None:
+        text = f"no drill results in {config.drill_history}; run `pytest drills --history-file {config.drill_history}`"
+        return [_fail("drills", "warning", text, **figures)]
+    stale = stale_scenarios(history.records, max_age=config.drill_max_age, scenarios=config.drill_scenarios, now=now)
+    figures["stale"] = [{"scenario": s.scenario, "last_pass": s.last_pass} for s in stale]
+    limit = _age(config.drill_max_age.total_seconds())
+    if stale:
+        text = f"{len(stale)} scenario(s) not passed within {limit}: " + "; ".join(map(str, stale))
+        return [_fail("drills", "warning", text + "; schedule a DR drill", **figures)]
+    return [_ok("drills", f"every scenario passed a drill within {limit}", **figures)]
+
+
+def run_checks(repo: Repository, config: MonitorConfig, *, now: datetime | None = None) -> list[CheckOutcome]:
+    """Run every check; an unreadable repository is itself a failed check (so it can be alerted on)."""
+    now = now or datetime.now(UTC)
+    try:
+        records = repo.list_backups()
+        results = check_freshness(records, config, now) + check_failures(records, config, now)
+        results += check_sizes(records, config) + check_wal(repo, records, config, now)
+        results += check_verified(records, config, now)
+    except UsageError:
+        raise
+    except BackupToolsError as e:
+        results = [_fail("repository", "critical", f"cannot read {repo.url}: {e}")]
+    return results + check_drills(config, now)

@@ -1,0 +1,1 @@
+"""PostgreSQL programs and SQL: binaries, running tools, connections, ports, data checks; knows no repository."""

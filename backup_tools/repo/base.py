@@ -1,0 +1,310 @@
+"""Backup repositories addressed by URL (file:// here, s3:// in s3repo.py) with one interface."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import socket
+import time
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+from urllib.parse import unquote, urlparse
+
+from backup_tools.catalog import CATALOG_NAME, BackupRecord, sort_by_catalog_time
+from backup_tools.errors import BackupNotFound, DocumentMissing, IntegrityError, RepositoryError, UsageError
+
+CHUNK = 1 << 20
+BACKUPS = "backups"
+WAL = "wal"
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """A stored object's key, size and sha256 (hex)."""
+
+    key: str
+    size: int
+    sha256: str
+
+
+class HashingReader(io.RawIOBase):
+    """Wraps a stream, hashing what is read; at EOF raises IntegrityError if the sha256 or size differ."""
+
+    def __init__(self, raw: BinaryIO, *, key: str, expected_sha256: str | None, expected_size: int | None = None):
+        self._raw, self._key = raw, key
+        self._expected, self._expected_size = expected_sha256, expected_size
+        self._hash, self._size, self._done = hashlib.sha256(), 0, False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # type: ignore[override]
+        data = self._raw.read(len(buffer))
+        if not data:
+            self._check()
+            return 0
+        buffer[: len(data)] = data
+        self._hash.update(data)
+        self._size += len(data)
+        return len(data)
+
+    def _check(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        check_read(self._key, self._size, self._hash.hexdigest(), size=self._expected_size, sha256=self._expected)
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
+def check_read(key: str, got_size: int, got_sha256: str, *, size: int | None, sha256: str | None) -> None:
+    """Raise IntegrityError naming key when what was read differs from the recorded size or sha256 (None: unknown)."""
+    if size is not None and got_size != size:
+        raise IntegrityError(
+            f"{key}: read {got_size} bytes, catalog says {size} (truncated or replaced); "
+            "restore from another backup or copy"
+        )
+    if sha256 and got_sha256 != sha256:
+        raise IntegrityError(
+            f"{key}: sha256 {got_sha256[:16]}… does not match the catalog's "
+            f"{sha256[:16]}… (corrupted object); restore from another backup or copy"
+        )
+
+
+def sha256_of(src: BinaryIO | Path) -> tuple[int, str]:
+    """Read a stream (or a file, by path) to its end in chunks: (bytes read, sha256 hex)."""
+    if isinstance(src, Path):
+        with open(src, "rb") as f:
+            return sha256_of(f)
+    digest, size = hashlib.sha256(), 0
+    while chunk := src.read(CHUNK):
+        digest.update(chunk)
+        size += len(chunk)
+    return size, digest.hexdigest()
+
+
+def copy_hashing(src: BinaryIO, dst: BinaryIO) -> tuple[int, str]:
+    """Copy a stream in chunks, returning (bytes, sha256 hex)."""
+    digest, size = hashlib.sha256(), 0
+    while chunk := src.read(CHUNK):
+        digest.update(chunk)
+        dst.write(chunk)
+        size += len(chunk)
+    return size, digest.hexdigest()
+
+
+class Repository(ABC):
+    """Object store for backups, WAL and catalogs; every implementation streams and verifies."""
+
+    url: str
+
+    @abstractmethod
+    def put_stream(self, key: str, src: BinaryIO, *, overwrite: bool = False) -> ObjectInfo:
+        """Store a stream under key atomically (readers never see a partial object)."""
+
+    @abstractmethod
+    def open_raw(self, key: str) -> BinaryIO:
+        """Open a stored object for reading, raising DocumentMissing (a RepositoryError) if absent."""
+
+    @abstractmethod
+    def stat(self, key: str) -> int | None:
+        """Return the size of an object, or None when it does not exist."""
+
+    @abstractmethod
+    def list(self, prefix: str) -> list[str]:
+        """List keys under a prefix, sorted."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Delete an object; deleting a missing object is not an error."""
+
+    @abstractmethod
+    @contextmanager
+    def lock(self, name: str = "repo") -> Iterator[None]:
+        """Hold an exclusive lock on the repository; a second holder fails fast."""
+
+    def put_bytes(self, key: str, data: bytes, *, overwrite: bool = False) -> ObjectInfo:
+        """Store a small object."""
+        return self.put_stream(key, io.BytesIO(data), overwrite=overwrite)
+
+    def exists(self, key: str) -> bool:
+        """Tell whether an object exists."""
+        return self.stat(key) is not None
+
+    def open_read(self, key: str, *, sha256: str | None = None, size: int | None = None) -> BinaryIO:
+        """Open an object for reading; its checksum is verified when the stream reaches EOF."""
+        return io.BufferedReader(HashingReader(self.open_raw(key), key=key, expected_sha256=sha256, expected_size=size))
+
+    def get_bytes(self, key: str, *, sha256: str | None = None) -> bytes:
+        """Read a small object whole."""
+        with self.open_read(key, sha256=sha256) as f:
+            return f.read()
+
+    def write_catalog(self, record: BackupRecord) -> None:
+        """Write a backup's catalog record (overwriting the previous state of that backup)."""
+        self.put_bytes(f"{BACKUPS}/{record.id}/{CATALOG_NAME}", record.to_json().encode(), overwrite=True)
+
+    def read_catalog(self, backup_id: str) -> BackupRecord:
+        """Read one backup's catalog record (one read; a missing record is BackupNotFound)."""
+        try:
+            return self._catalog_at(f"{BACKUPS}/{backup_id}/{CATALOG_NAME}")
+        except DocumentMissing as e:
+            raise BackupNotFound(
+                f"no backup {backup_id!r} in {self.url}; run `backup-tools list --repo {self.url}`"
+            ) from e
+
+    def list_backups(self) -> list[BackupRecord]:
+        """All catalog records, oldest first by catalog time."""
+        records = [self._catalog_at(key) for key in self.list(f"{BACKUPS}/") if key.endswith("/" + CATALOG_NAME)]
+        return sort_by_catalog_time(records)
+
+    def _catalog_at(self, key: str) -> BackupRecord:
+        """Read a catalog record in one request; parsing checks this small JSON, so no stored sha256 is looked up."""
+        with self.open_raw(key) as f:
+            return BackupRecord.from_json(f.read())
+
+
+class FileRepository(Repository):
+    """A repository in a local directory: temp file, fsync, atomic rename, fsync of the directory."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.url = f"file://{root}"
+
+    def _path(self, key: str) -> Path:
+        if key.startswith("/") or ".." in key.split("/"):
+            raise UsageError(f"invalid object key {key!r}")
+        return self.root / key
+
+    def put_stream(self, key: str, src: BinaryIO, *, overwrite: bool = False) -> ObjectInfo:
+        path = self._path(key)
+        if not overwrite and path.exists():
+            raise RepositoryError(f"{key} already exists in {self.url}; refusing to overwrite it")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+            try:
+                with open(tmp, "wb") as dst:
+                    size, digest = copy_hashing(src, dst)
+                    dst.flush()
+                    os.fsync(dst.fileno())
+                if overwrite:
+                    os.replace(tmp, path)
+                else:
+                    os.link(tmp, path)  # fails if another writer won the race; never replaces an existing object
+                    tmp.unlink()
+            finally:
+                tmp.unlink(missing_ok=True)
+            fsync_dir(path.parent)
+        except FileExistsError as e:
+            raise RepositoryError(f"{key} already exists in {self.url}; refusing to overwrite it") from e
+        except OSError as e:
+            raise RepositoryError(
+                f"could not write {key} to {self.url}: {e.strerror}; check space and permissions"
+            ) from e
+        return ObjectInfo(key, size, digest)
+
+    def open_raw(self, key: str) -> BinaryIO:
+        try:
+            return open(self._path(key), "rb")
+        except FileNotFoundError as e:
+            raise DocumentMissing(f"{key} is missing from {self.url}") from e
+        except OSError as e:
+            raise RepositoryError(f"could not read {key} from {self.url}: {e.strerror}") from e
+
+    def stat(self, key: str) -> int | None:
+        try:
+            return self._path(key).stat().st_size
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise RepositoryError(f"could not read {self.url}: {e.strerror}; check the path and permissions") from e
+
+    def list(self, prefix: str) -> list[str]:
+        base = self._path(prefix.rstrip("/")) if prefix.strip("/") else self.root
+        if not self.root.is_dir():
+            raise RepositoryError(f"repository {self.url} does not exist; create the directory or fix --repo")
+        if not base.exists():
+            return []
+        keys = (p.relative_to(self.root).as_posix() for p in base.rglob("*") if p.is_file())
+        return sorted(k for k in keys if k.startswith(prefix) and not Path(k).name.startswith("."))
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+    @contextmanager
+    def lock(self, name: str = "repo") -> Iterator[None]:
+        path = self._path(f"locks/{name}.lock")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        owner = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
+        for attempt in range(2):
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                break
+            except FileExistsError:
+                holder = _read_lock(path)
+                if attempt == 0 and _is_stale(holder):
+                    path.unlink(missing_ok=True)
+                    continue
+                raise RepositoryError(
+                    f"{self.url} is locked by pid {holder.get('pid')} on {holder.get('host')} "
+                    f"(another backup-tools run); wait for it, or remove {path} if that process is gone"
+                ) from None
+        with os.fdopen(fd, "w") as f:
+            json.dump(owner, f)
+        try:
+            yield
+        finally:
+            path.unlink(missing_ok=True)
+
+
+def _read_lock(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text() or "{}")
+    except (OSError, ValueError):
+        return {}
+
+
+def _is_stale(holder: dict) -> bool:
+    """A lock is stale when its holder ran on this host and that process no longer exists."""
+    if holder.get("host") != socket.gethostname() or not isinstance(holder.get("pid"), int):
+        return False
+    try:
+        os.kill(holder["pid"], 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename or new file in a directory durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def open_repository(url: str) -> Repository:
+    """Open a repository from its URL: file:///path or s3://bucket/prefix."""
+    parsed = urlparse(url)
+    if parsed.scheme == "file":
+        if parsed.netloc not in ("", "localhost"):
+            raise UsageError(f"file repository URL must be file:///absolute/path, got {url!r}")
+        return FileRepository(Path(unquote(parsed.path)))
+    if parsed.scheme == "s3":
+        from backup_tools.repo.s3.repository import S3Repository
+
+        return S3Repository.from_url(url)
+    raise UsageError(f"unsupported repository URL {url!r}: use file:///path or s3://bucket/prefix")

@@ -1,0 +1,1 @@
+"""The S3 backend of the repository: objects, streams, storage tiers and Object Lock."""

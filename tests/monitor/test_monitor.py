@@ -1,0 +1,320 @@
+"""Monitor checks over repository histories written into a FileRepository: each check passes and fails on cue."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from backup_tools.cli.main import main
+from backup_tools.errors import UsageError
+from backup_tools.monitor.checks import CheckOutcome, run_checks
+from backup_tools.monitor.config import MonitorConfig
+from backup_tools.repo.base import FileRepository
+from tests.support.monitor_env import MB, RepoHistory
+
+NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def history(tmp_path) -> RepoHistory:
+    return RepoHistory(tmp_path / "repo", NOW)
+
+
+def daily_logical(history: RepoHistory, *, days: int = 8, newest_hours_ago: float = 2, size: int = 50 * MB) -> None:
+    """A week of nightly logical dumps of about the same size, the newest newest_hours_ago."""
+    for day in range(days, 0, -1):
+        history.backup(hours_ago=newest_hours_ago + 24 * day, size=size + day * 1000, verified_hours_ago=30)
+    history.backup(hours_ago=newest_hours_ago, size=size)
+
+
+def check(history: RepoHistory, config: MonitorConfig | None = None, **changes) -> dict[str, CheckOutcome]:
+    config = (config or MonitorConfig()).with_changes(**changes)
+    results = run_checks(history.repo, config, now=NOW)
+    names = [r.name for r in results]
+    assert len(names) == len(set(names)), f"check names must be unique: {names}"
+    return {r.name: r for r in results}
+
+
+def failed(results: dict[str, CheckOutcome]) -> list[str]:
+    return sorted(name for name, r in results.items() if not r.ok)
+
+
+def test_fresh_healthy_repository_passes_every_check(history):
+    daily_logical(history)
+    history.backup(hours_ago=30, kind="full", segment=2, verified_hours_ago=20)
+    history.backup(hours_ago=3, kind="incremental", segment=5)
+    history.wal(2, 3, 4, 5, 6, hours_ago=0.2)
+    results = check(history)
+    assert failed(results) == []
+    assert set(results) == {"freshness:logical", "freshness:physical", "failures:logical", "failures:physical",
+                            "stuck", "size:logical", "size:full", "wal:continuity", "wal:archiving", "verified:logical",
+                            "verified:physical"}  # fmt: skip
+    assert results["freshness:logical"].figures["age_seconds"] == pytest.approx(2 * 3600 - 300)
+    assert all(r.severity == "ok" and r.line().startswith("OK ") for r in results.values())
+
+
+def test_newest_backup_26_hours_old_fails_freshness(history):
+    daily_logical(history, newest_hours_ago=26)
+    results = check(history, max_age=timedelta(hours=25))
+    assert failed(results) == ["freshness:logical"]
+    r = results["freshness:logical"]
+    assert r.severity == "critical" and "limit 25 h 00 min" in r.message and "schedule" in r.message
+    assert r.figures["age_seconds"] == pytest.approx(26 * 3600 - 300)
+    assert check(history, max_age=timedelta(hours=27))["freshness:logical"].ok
+
+
+def test_freshness_per_series_and_kind(history):
+    history.backup(hours_ago=6 * 24, kind="full", segment=2, verified_hours_ago=1)
+    history.backup(hours_ago=3, kind="incremental", segment=3)
+    history.wal(2, 3, 4, hours_ago=0.1)
+    weekly = {"physical": timedelta(hours=26), "full": timedelta(days=8)}
+    assert failed(check(history, max_age_by_series=weekly)) == []
+    strict = {"physical": timedelta(hours=26), "full": timedelta(days=5), "logical": timedelta(hours=26)}
+    results = check(history, max_age_by_series=strict)
+    assert failed(results) == ["freshness:full", "freshness:logical"]
+    assert "no finished logical backup" in results["freshness:logical"].message
+
+
+def test_empty_repository_fails(history):
+    results = check(history)
+    assert failed(results) == ["freshness"] and "take one" in results["freshness"].message
+
+
+def test_newest_dump_ten_times_smaller_is_a_size_anomaly(history):
+    daily_logical(history, size=50 * MB)
+    history.backup(hours_ago=1, size=5 * MB)
+    results = check(history)
+    assert failed(results) == ["size:logical"]
+    r = results["size:logical"]
+    assert r.severity == "critical" and "empty or partial dump" in r.message
+    assert r.figures["ratio"] == pytest.approx(0.1, rel=0.01) and r.figures["history"] == 7
+
+
+def test_size_too_large_is_a_warning_and_usual_sizes_pass(history):
+    daily_logical(history, size=50 * MB)
+    assert check(history)["size:logical"].ok
+    history.backup(hours_ago=1, size=160 * MB)
+    r = check(history)["size:logical"]
+    assert not r.ok and r.severity == "warning" and "3.2x" in r.message
+    assert check(history, size_max_ratio=4.0)["size:logical"].ok
+
+
+def test_size_needs_history_and_empty_backup_always_fails(history):
+    history.backup(hours_ago=30, size=50 * MB)
+    history.backup(hours_ago=2, size=1 * MB)
+    r = check(history)["size:logical"]
+    assert r.ok and "too little history" in r.message
+    history.backup(hours_ago=1, size=0)
+    r = check(history)["size:logical"]
+    assert not r.ok and "0 bytes" in r.message
+
+
+def test_incremental_sizes_are_not_compared_by_default(history):
+    history.backup(hours_ago=100, kind="full", segment=2, verified_hours_ago=1)
+    for i, hours in enumerate((80, 60, 40, 20)):
+        history.backup(hours_ago=hours, kind="incremental", segment=3 + i, size=40 * MB)
+    history.backup(hours_ago=2, kind="incremental", segment=7, size=1 * MB)
+    history.wal(*range(2, 9), hours_ago=0.1)
+    assert "size:incremental" not in check(history)
+    assert not check(history, size_kinds=("incremental",))["size:incremental"].ok
+
+
+def test_three_failed_newest_backups_alert(history):
+    daily_logical(history, newest_hours_ago=20)
+    for hours in (14, 8, 2):
+        history.backup(hours_ago=hours, status="FAILED", error="pg_dump: error: connection to server failed")
+    results = check(history)
+    assert failed(results) == ["failures:logical"]
+    r = results["failures:logical"]
+    assert r.figures["consecutive_failed"] == 3
+    assert "newest 3 logical backup(s) FAILED" in r.message and "connection to server failed" in r.message
+    assert check(history, failed_after=4)["failures:logical"].ok
+
+
+def test_failures_are_per_series_and_ignore_backups_being_pruned(history):
+    daily_logical(history)
+    history.backup(hours_ago=20, kind="full", segment=2, verified_hours_ago=1)
+    history.backup(hours_ago=1, kind="full", status="FAILED", segment=4)
+    history.wal(2, 3, hours_ago=0.1)
+    assert failed(check(history)) == ["failures:physical"]
+    history.backup(hours_ago=0.5, status="FAILED", deleting=True)  # prune marks what it deletes FAILED
+    assert check(history)["failures:logical"].ok
+
+
+def test_backup_started_long_ago_is_stuck(history):
+    daily_logical(history)
+    history.backup(hours_ago=1, status="STARTED")
+    results = check(history)
+    assert failed(results) == [] and results["failures:logical"].figures["consecutive_failed"] == 0
+    stuck = history.backup(hours_ago=7, status="STARTED")
+    r = check(history)["stuck"]
+    assert not r.ok and r.severity == "warning" and r.figures["stuck"] == [stuck.id]
+
+
+def test_wal_gap_after_the_oldest_backup_alerts(history):
+    history.backup(hours_ago=20, kind="full", segment=2, verified_hours_ago=1)
+    history.wal(2, 3, 5, 6, hours_ago=0.1)
+    results = check(history)
+    assert failed(results) == ["wal:continuity"]
+    r = results["wal:continuity"]
+    assert "GAP on timeline 1: 000000010000000000000004 .. 000000010000000000000004 (1 segment(s))" in r.message
+    assert r.figures["gaps"][0]["count"] == 1
+
+
+def test_wal_gap_before_the_oldest_kept_backup_is_ignored(history):
+    history.backup(hours_ago=20, kind="full", segment=5, verified_hours_ago=1)
+    history.wal(1, 3, 5, 6, hours_ago=0.1)  # 2 and 4 were pruned with older backups
+    r = check(history)["wal:continuity"]
+    assert r.ok and r.figures["gaps_before_oldest_backup"] == 2
+
+
+def test_backup_whose_own_wal_is_missing_alerts(history):
+    history.backup(hours_ago=20, kind="full", segment=2, verified_hours_ago=1)
+    history.backup(hours_ago=2, kind="incremental", segment=9)
+    history.wal(2, 3, 4, hours_ago=0.1)
+    r = check(history)["wal:continuity"]
+    assert not r.ok and "lacks its own WAL 000000010000000000000009" in r.message
+
+
+def test_stalled_archiving_alerts(history):
+    history.backup(hours_ago=5, kind="full", segment=2, verified_hours_ago=1)
+    history.wal(2, 3, hours_ago=4.5)
+    history.wal(4, hours_ago=3)
+    results = check(history)
+    assert failed(results) == ["wal:archiving"]
+    r = results["wal:archiving"]
+    assert "archiving stalled" in r.message and "000000010000000000000004" in r.message
+    assert r.figures["age_seconds"] == pytest.approx(3 * 3600)
+    assert check(history, wal_max_age=timedelta(hours=4))["wal:archiving"].ok
+
+
+def test_physical_backups_without_any_archived_wal_alert(history):
+    history.backup(hours_ago=5, kind="full", segment=2, verified_hours_ago=1)
+    results = check(history)
+    assert failed(results) == ["wal:archiving", "wal:continuity"]
+    assert "archive_command" in results["wal:archiving"].message
+
+
+def test_unverified_backups_alert_after_the_grace_period(history):
+    history.backup(hours_ago=24 * 3)
+    history.backup(hours_ago=2)
+    r = check(history)["verified:logical"]
+    assert r.ok and "not verified yet" in r.message
+    r = check(history, verify_max_age=timedelta(days=2))["verified:logical"]
+    assert not r.ok and r.severity == "warning" and "never verified" in r.message
+    history.backup(hours_ago=1, verified_hours_ago=0.5)
+    assert check(history, verify_max_age=timedelta(days=2))["verified:logical"].ok
+
+
+def drill_line(scenario: str, *, days_ago: float, verdict: str = "pass") -> str:
+    when = NOW - timedelta(days=days_ago)
+    return json.dumps({"history_version": 1, "scenario": scenario, "verdict": verdict, "finished_at": when.isoformat()})
+
+
+def test_drill_not_passed_within_the_limit_alerts(history, tmp_path):
+    daily_logical(history)
+    path = tmp_path / "history.jsonl"
+    path.write_text("\n".join([drill_line("corruption", days_ago=40), drill_line("corruption", days_ago=3, verdict="fail"),
+                               drill_line("complete-loss", days_ago=5), "not json"]) + "\n")  # fmt: skip
+    assert "drills" not in check(history)  # not configured: not checked
+    results = check(history, drill_history=path)
+    assert failed(results) == ["drills"]
+    r = results["drills"]
+    assert "corruption: last passed 40 d 0 h ago" in r.message and "complete-loss" not in r.message
+    assert r.figures["bad_lines"] == 1 and [s["scenario"] for s in r.figures["stale"]] == ["corruption"]
+    assert check(history, drill_history=path, drill_max_age=timedelta(days=41))["drills"].ok
+    r = check(history, drill_history=path, drill_max_age=timedelta(days=41), drill_scenarios=("regional-outage",))
+    assert "regional-outage: no passing drill on record" in r["drills"].message
+
+
+def test_missing_drill_history_alerts(history, tmp_path):
+    daily_logical(history)
+    r = check(history, drill_history=tmp_path / "nowhere.jsonl")["drills"]
+    assert not r.ok and "no drill results" in r.message
+
+
+def test_unreadable_repository_is_a_failed_check(tmp_path):
+    results = run_checks(FileRepository(tmp_path / "gone"), MonitorConfig(), now=NOW)
+    assert [(r.name, r.ok, r.severity) for r in results] == [("repository", False, "critical")]
+    assert "does not exist" in results[0].message
+
+
+def test_config_from_pyproject_section(tmp_path):
+    path = tmp_path / "conf" / "pgdrill.toml"
+    path.parent.mkdir()
+    path.write_text("""
+[tool.pgdrill.monitor]
+max_age = { physical = "26h", full = "8d" }
+failed_after = 2
+stuck_after = "3h"
+size_kinds = ["logical"]
+size_min_ratio = 0.8
+wal_max_age = "15min"
+verify_max_age = "31d"
+drill_history = "history.jsonl"
+drill_max_age = "90d"
+drill_scenarios = ["corruption"]
+[tool.pgdrill.monitor.webhook]
+url = "http://127.0.0.1:9/hook"
+""")
+    config = MonitorConfig.load(path)
+    assert config.max_age_by_series == {"physical": timedelta(hours=26), "full": timedelta(days=8)}
+    assert (config.failed_after, config.stuck_after, config.size_kinds) == (2, timedelta(hours=3), ("logical",))
+    assert (config.size_min_ratio, config.wal_max_age) == (0.8, timedelta(minutes=15))
+    assert config.drill_history == path.parent / "history.jsonl"
+    assert config.drill_scenarios == ("corruption",) and config.drill_max_age == timedelta(days=90)
+    assert config.receivers == {"webhook": {"url": "http://127.0.0.1:9/hook"}}
+    assert MonitorConfig.load(None) == MonitorConfig()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        pytest.param('[tool.pgdrill.monitor]\nmax_ag = "1h"\n', "unknown key(s) max_ag", id="typo"),
+        pytest.param('[tool.pgdrill.monitor]\nmax_age = "soon"\n', "invalid duration", id="duration"),
+        pytest.param('[tool.pgdrill.monitor]\nmax_age = "0s"\n', "positive", id="zero"),
+        pytest.param("[tool.pgdrill.monitor]\nmax_age = { daily = '1h' }\n", "max_age keys", id="series"),
+        pytest.param("[tool.pgdrill.monitor]\nsize_window = 0\n", "whole number", id="window"),
+        pytest.param("[tool.pgdrill.monitor]\nsize_kinds = ['dump']\n", "size_kinds", id="kinds"),
+        pytest.param("[tool.pgdrill.monitor\n", "not valid TOML", id="toml"),
+    ],
+)
+def test_bad_config_is_a_usage_error(tmp_path, text, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(UsageError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        MonitorConfig.load(path)
+
+
+def test_top_level_monitor_section_and_missing_file(tmp_path):
+    path = tmp_path / "monitor.toml"
+    path.write_text('[monitor]\nwal_max_age = "2h"\n')
+    assert MonitorConfig.load(path).wal_max_age == timedelta(hours=2)
+    with pytest.raises(UsageError, match="cannot read monitor config"):
+        MonitorConfig.load(tmp_path / "absent.toml")
+
+
+def test_cli_prints_one_line_per_check_and_exit_codes(tmp_path, capsys):
+    now = datetime.now(UTC)
+    live = RepoHistory(tmp_path / "repo", now)
+    daily_logical(live)
+    assert main(["check", "--repo", live.url]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[1] for line in lines] == ["freshness:logical:", "failures:logical:", "stuck:", "size:logical:",
+                                                   "verified:logical:"]  # fmt: skip
+    assert all(line.startswith("OK ") for line in lines)
+    assert main(["check", "--repo", live.url, "--max-age", "1h", "--json"]) == 1
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["ok"] is False and doc["alerts"] == []
+    assert [c["name"] for c in doc["checks"] if not c["ok"]] == ["freshness:logical"]
+    config = tmp_path / "c.toml"
+    config.write_text('[tool.pgdrill.monitor]\nmax_age = "1h"\n')
+    assert main(["check", "--repo", live.url, "--config", str(config)]) == 1
+    assert "CRITICAL freshness:logical" in capsys.readouterr().out
+    assert main(["check", "--repo", live.url, "--config", str(config), "--max-age", "3h"]) == 0  # the flag wins
+    capsys.readouterr()
+    assert main(["check", "--repo", live.url, "--max-age", "soon"]) == 2
+    assert "invalid duration" in capsys.readouterr().err
+    assert main(["check", "--repo", live.url, "--config", str(tmp_path / "absent.toml")]) == 2
