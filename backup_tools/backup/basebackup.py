@@ -2,7 +2,7 @@
 
 Staging: pg_basebackup writes into a staging directory (inside a file:// repository, so its files are
 hard-linked into place without a second copy; elsewhere a temp directory), pg_verifybackup checks it
-there, and backup.py stores each object through objstore.store_object. Tar format stores pg_basebackup's
+there, and backup/physical.py stores each object through repo/objects.store_object. Tar format stores pg_basebackup's
 base.tar (hashed or stored while pg_basebackup still writes it, see tailread.py) and pg_wal.tar; plain format is verified as a directory and stored as one base.tar streamed
 from it. Restores stream each object (verified, decrypted, decompressed) into the native tar, two at a time.
 """

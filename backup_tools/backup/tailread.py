@@ -1,7 +1,7 @@
 """Read a file while another process is still appending to it (pg_basebackup's base.tar), to its final end.
 
 pg_basebackup writes each tablespace tar (base.tar) front to back and never seeks back in it (pg_wal.tar,
-written by the WAL streamer, is different: its headers are rewritten on close). So backup.py hashes,
+written by the WAL streamer, is different: its headers are rewritten on close). So backup/physical.py hashes,
 compresses and stores base.tar while it is being written instead of in a second pass afterwards; the
 size read is compared with the final size, and pg_verifybackup still checks the finished file.
 """

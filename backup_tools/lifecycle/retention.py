@@ -1,4 +1,4 @@
-"""GFS retention: plan from catalog times which backups and WAL to keep (prune.py applies a plan)."""
+"""GFS retention: plan from catalog times which backups and WAL to keep (lifecycle/prune.py applies a plan)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`backup-tools verify`: re-read backups against their checksums and restore-test them (`check` is monitor.py)."""
+"""`backup-tools verify`: re-read backups against their checksums and restore-test them (`check` is monitor/checks.py)."""
 
 from __future__ import annotations
 

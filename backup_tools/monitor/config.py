@@ -18,7 +18,7 @@ RECEIVER_KEYS = ("email", "webhook")
 
 @dataclass(frozen=True)
 class MonitorConfig:
-    """Check thresholds; durations are timedeltas, receivers stay raw for alerts.py to read."""
+    """Check thresholds; durations are timedeltas, receivers stay raw for monitor/alerts.py to read."""
 
     max_age: timedelta = timedelta(hours=26)
     max_age_by_series: dict[str, timedelta] = field(default_factory=dict)

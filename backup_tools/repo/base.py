@@ -1,4 +1,4 @@
-"""Backup repositories addressed by URL (file:// here, s3:// in s3repo.py) with one interface."""
+"""Backup repositories addressed by URL (file:// here, s3:// in repo/s3/repository.py) with one interface."""
 
 from __future__ import annotations
 

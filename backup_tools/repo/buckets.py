@@ -1,4 +1,4 @@
-"""Document buckets that storage.py backs up and restores: an S3 bucket (s3://bucket/prefix) or a local directory."""
+"""Document buckets that backup/files.py backs up and restores: an S3 bucket (s3://bucket/prefix) or a local directory."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The one seam every backup object and WAL file passes through: store_object / open_object (compress, encrypt).
 
-Stored form of an object: encrypt(compress(plaintext)), with compress.py's codecs and crypto.py's
+Stored form of an object: encrypt(compress(plaintext)), with repo/compress.py's codecs and security/aead.py's
 chunked AES-256-GCM. Backup objects record their codec and checksums in the catalog (FileEntry); WAL
 files have no catalog, so they are stored *self-describing*: a small envelope
 `b"PGDW1\\n" + JSON header + b"\\n" + payload` whose header carries the plaintext size and sha256, the

@@ -3,7 +3,7 @@
 Refuses a non-empty target directory or one a server runs in (unless force); fetches every object with
 its checksums verified; combines an incremental chain with pg_combinebackup; writes recovery.signal,
 restore_command (wal-fetch from the same repository) and the target. On any failure the target
-directory is left as it was found (empty). start_restored() (serverstart.py, re-exported here) starts
+directory is left as it was found (empty). start_restored() (restore/start.py, re-exported here) starts
 the result and waits until recovery reached its target.
 """
 
@@ -127,7 +127,7 @@ def restore(
 ) -> RestoreResult:
     """Restore a physical backup (and its incremental chain) into `to`, configured to recover to target.
 
-    With prefetch, the WAL recovery asks for first is fetched (verified) into pg_wal now, see walprefetch.py.
+    With prefetch, the WAL recovery asks for first is fetched (verified) into pg_wal now, see wal/prefetch.py.
     """
     to = Path(to).absolute()
     record = choose_backup(repo.list_backups(), target, backup_id=backup_id)

@@ -1,4 +1,4 @@
-"""Streaming AES-256-GCM encryption of backup objects in authenticated chunks (keys: see keys.py).
+"""Streaming AES-256-GCM encryption of backup objects in authenticated chunks (keys: see security/keys.py).
 
 Stored format of an encrypted object (integers big-endian):
 
@@ -22,7 +22,7 @@ arrives after earlier chunks were read: consumers must treat the exception as "n
 
 Compose with compression as encrypt(compress(data)): compressed bytes are incompressible afterwards.
 The key-management names (load_key_file, generate_key_file_text, new_data_key, rewrap, ...) are
-re-exported here from keys.py.
+re-exported here from security/keys.py.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from backup_tools.errors import BackupToolsError, EncryptionKeyError, IntegrityError, UsageError
 from backup_tools.repo.base import fsync_dir
 from backup_tools.repo.compress import PullReader, as_binary_io, read_exact
-from backup_tools.security.keys import (  # noqa: F401  (re-exported: crypto.py is the package's encryption entry point)
+from backup_tools.security.keys import (  # noqa: F401  (re-exported: aead.py is the package's encryption entry point)
     KEY_FILE_ENV,
     KeyWrapper,
     KmsKey,

@@ -1,7 +1,7 @@
 """WAL archiving: wal-push (archive_command contract), wal-fetch (restore_command contract), continuity check.
 
 Each WAL file (segment, .partial, .history, .backup) is stored as one self-describing object
-`wal/<name>` (see objstore.py) whose header records its sha256, size, codec, encryption and the
+`wal/<name>` (see repo/objects.py) whose header records its sha256, size, codec, encryption and the
 system identifier read from the segment's page header; wal-fetch verifies all of it.
 """
 

@@ -109,8 +109,8 @@ def test_restore_test_fingerprints_are_recorded_and_compared(primary):
 
 
 def test_logical_round_trip_restores_the_dumped_rows(primary, make_cluster):
-    pytest.importorskip("backup_tools.backup.logical", reason="dump.py (logical backups) has not landed")
-    pytest.importorskip("backup_tools.restore.logical", reason="pgrestore.py (logical restore) has not landed")
+    pytest.importorskip("backup_tools.backup.logical", reason="backup/logical.py (logical backups) has not landed")
+    pytest.importorskip("backup_tools.restore.logical", reason="restore/logical.py (logical restore) has not landed")
     repo = primary.repo_url
     write_rows(primary, 1, 25)
     with primary.connect() as conn:
