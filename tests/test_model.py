@@ -27,14 +27,14 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from backup_tools.keys import generate_key_file_text
-from backup_tools.lsn import parse_lsn, segment_name
-from backup_tools.prune import prune
-from backup_tools.repository import FileRepository
-from backup_tools.retention import RetentionPolicy
-from backup_tools.verify import fingerprint
+from backup_tools.lifecycle.prune import prune
+from backup_tools.lifecycle.retention import RetentionPolicy
+from backup_tools.pg.checks import fingerprint
+from backup_tools.repo.base import FileRepository
+from backup_tools.security.keys import generate_key_file_text
+from backup_tools.wal.lsn import parse_lsn, segment_name
 from fixtures.cluster import Cluster
-from tests.repo_ops import restore_fingerprint, run_main
+from tests.support.repo_ops import restore_fingerprint, run_main
 
 pytestmark = pytest.mark.integration
 
