@@ -9,7 +9,7 @@ from backup_tools.pg.run import run
 from backup_tools.restore.pitr import RecoveryTarget
 from fixtures.drill import TEAM_BACKUP
 from fixtures.origin import APP_DB, OWNER
-from fixtures.teamsource import check_restored
+from fixtures.teamsource import check_restored, skip_stand_in
 from fixtures.ticker import TICKS_TABLE
 
 
@@ -28,6 +28,7 @@ def source(request, pytestconfig, make_origin, make_method):
         key = pytestconfig.getoption("source_key_file")
         return make_method("full", repo_url=pytestconfig.getoption("source_repo"),
                            env={"PGDRILL_KEY_FILE": key} if key else {})  # fmt: skip
+    skip_stand_in(pytestconfig)  # the run restore-tests the team's dumps or stanza instead
     team = make_method(request.param)
     origin = make_origin("team-primary", env=team.env, **team.primary_config())
     if request.param == "logical":

@@ -9,7 +9,7 @@ from backup_tools.pg.run import redact, run
 from fixtures import dumprestore
 from fixtures.drill import TEAM_BACKUP
 from fixtures.dumps import DumpError, fetch_file, open_source
-from fixtures.teamsource import check_restored
+from fixtures.teamsource import check_restored, skip_stand_in
 from fixtures.ticker import Ticker
 
 
@@ -20,6 +20,7 @@ def dump_source(request, pytestconfig, pg_bin, tmp_path):
     try:
         if url:
             return open_source(url)
+        skip_stand_in(pytestconfig)
         primary = request.getfixturevalue("seeded_cluster")("team-primary")
         ticker = Ticker(primary.connect).start()  # the application writes until the nightly dump
         time.sleep(1.0)
@@ -38,7 +39,8 @@ def test_restore_the_teams_dumps(pytestconfig, dump_source, drill, make_cluster,
     # Given the dumps in the source, and the one to test: latest, random or a given name
     before = dump_source.state()
     try:
-        artifact = dump_source.choose(pytestconfig.getoption("source_backup"))
+        which = pytestconfig.getoption("source_backup") if pytestconfig.getoption("source_dumps") else "latest"
+        artifact = dump_source.choose(which)
     except DumpError as e:
         pytest.fail(f"restore-test/source-dumps: {e}", pytrace=False)
     if pytestconfig.getoption("source_dumps"):  # the team's dumps, not the stand-in: this restore evidences controls

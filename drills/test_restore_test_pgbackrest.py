@@ -14,7 +14,7 @@ def stanza(pytestconfig):
     """The team's stanza; without --source-pgbackrest the drill is skipped (tests/ drill a PostgreSQL 15 stand-in)."""
     name = pytestconfig.getoption("source_pgbackrest")
     if not name:
-        pytest.skip("no --source-pgbackrest STANZA given (tests/test_source_pgbackrest.py drills a stand-in stanza)")
+        pytest.skip("no --source-pgbackrest STANZA given (tests/harness/test_source_pgbackrest.py drills a stand-in stanza)")
     try:
         return Stanza(name, config=pytestconfig.getoption("pgbackrest_config"))
     except PgBackRestError as e:
