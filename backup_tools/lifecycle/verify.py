@@ -87,11 +87,15 @@ def verify_backup(
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if not problems:
-        changes: dict[str, Any] = {"verified_at": datetime.now(UTC)}
+        now = datetime.now(UTC)
+        current = repo.read_catalog(record.id)
+        changes: dict[str, Any] = {"verified_at": now}
         if fingerprints and "restore_test" not in record.fingerprints:
             changes["fingerprints"] = {**record.fingerprints, "restore_test": fingerprints,
                                        "restore_test_schema": digests}  # fmt: skip
-        repo.write_catalog(repo.read_catalog(record.id).with_changes(**changes))
+        if restore_test:  # `check` tells a restore test (restored, started, data checked) from a checksum verify
+            changes["options"] = {**current.options, "restore_tested_at": now.isoformat()}
+        repo.write_catalog(current.with_changes(**changes))
     return VerifyResult(record.id, tuple(problems), tuple(checked), fingerprints)
 
 

@@ -1,4 +1,5 @@
-"""Repository health checks for `backup-tools check`: freshness, failures, size, WAL, verification, drills."""
+"""Repository health checks for `backup-tools check`: freshness, failures, size, WAL, verification (the checks of
+restore tests, drills, bucket backups and capacity are in monitor/coverage.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ from typing import Any, Literal
 from backup_tools.catalog import BackupRecord
 from backup_tools.errors import BackupToolsError, UsageError
 from backup_tools.monitor.config import MonitorConfig
-from backup_tools.monitor.history import read_history, stale_scenarios
 from backup_tools.repo.base import WAL, Repository
 from backup_tools.repo.objects import read_envelope
 from backup_tools.units import format_bytes, format_seconds
@@ -92,7 +92,8 @@ def check_freshness(records: list[BackupRecord], config: MonitorConfig, now: dat
         good = [r for r in records if r.is_good and (r.kind == name or series_of(r) == name)]
         check = f"freshness:{name}"
         if not good:
-            out.append(_fail(check, "critical", f"no finished {name} backup in the repository (limit {limit})",
+            out.append(_fail(check, "critical", f"no finished {name} backup in the repository (limit "
+                             f"{_age(limit.total_seconds())})",
                              limit_seconds=limit.total_seconds()))  # fmt: skip
             continue
         newest = max(good, key=finished_at)
@@ -258,40 +259,25 @@ def check_verified(records: list[BackupRecord], config: MonitorConfig, now: date
             out.append(_ok(check, what, **figures))
             continue
         last = f"last verified {_age(age)} ago" if verified else "never verified"
-        text = (f"no {series} backup verified within {_age(limit)} ({last}); run `backup-tools verify "
-                "--repo URL --restore-test` on a schedule")  # fmt: skip
+        text = (f"no {series} backup verified (checksums) within {_age(limit)} ({last}); run `backup-tools verify "
+                "--repo URL` on a schedule")  # fmt: skip
         out.append(_fail(check, "warning", text, **figures))
     return out
 
 
-def check_drills(config: MonitorConfig, now: datetime) -> list[CheckOutcome]:
-    """Every scenario (configured, else on record) passed a drill within the limit, from the drill history file."""
-    if config.drill_history is None:
-        return []
-    history = read_history(config.drill_history)
-    figures: dict[str, Any] = {"history": str(config.drill_history), "bad_lines": len(history.bad_lines)}
-    if not history.records and config.drill_scenarios is None:
-        text = f"no drill results in {config.drill_history}; run `pytest drills --history-file {config.drill_history}`"
-        return [_fail("drills", "warning", text, **figures)]
-    stale = stale_scenarios(history.records, max_age=config.drill_max_age, scenarios=config.drill_scenarios, now=now)
-    figures["stale"] = [{"scenario": s.scenario, "last_pass": s.last_pass} for s in stale]
-    limit = _age(config.drill_max_age.total_seconds())
-    if stale:
-        text = f"{len(stale)} scenario(s) not passed within {limit}: " + "; ".join(map(str, stale))
-        return [_fail("drills", "warning", text + "; schedule a DR drill", **figures)]
-    return [_ok("drills", f"every scenario passed a drill within {limit}", **figures)]
-
-
 def run_checks(repo: Repository, config: MonitorConfig, *, now: datetime | None = None) -> list[CheckOutcome]:
     """Run every check; an unreadable repository is itself a failed check (so it can be alerted on)."""
+    from backup_tools.monitor.coverage import check_buckets, check_capacity, check_repo_drills, check_restore_tested
+
     now = now or datetime.now(UTC)
     try:
         records = repo.list_backups()
         results = check_freshness(records, config, now) + check_failures(records, config, now)
         results += check_sizes(records, config) + check_wal(repo, records, config, now)
-        results += check_verified(records, config, now)
+        results += check_verified(records, config, now) + check_restore_tested(records, config, now)
+        results += check_buckets(repo, config, now) + check_capacity(repo, config)
     except UsageError:
         raise
     except BackupToolsError as e:
         results = [_fail("repository", "critical", f"cannot read {repo.url}: {e}")]
-    return results + check_drills(config, now)
+    return results + check_repo_drills(repo.url, config, now)

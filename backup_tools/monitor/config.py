@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
@@ -31,6 +32,11 @@ class MonitorConfig:
     size_max_ratio: float = 2.0
     wal_max_age: timedelta = timedelta(hours=1)
     verify_max_age: timedelta = timedelta(days=8)
+    restore_test_max_age: timedelta = timedelta(days=8)
+    bucket_max_age: timedelta = timedelta(hours=26)
+    capacity_warn_percent: float = 80.0
+    capacity_critical_percent: float = 90.0
+    s3_quota_bytes: int | None = None
     drill_history: Path | None = None
     drill_max_age: timedelta = timedelta(days=30)
     drill_scenarios: tuple[str, ...] | None = None
@@ -44,7 +50,8 @@ class MonitorConfig:
     @classmethod
     def from_mapping(cls, doc: Mapping[str, Any], *, base_dir: Path = Path(".")) -> MonitorConfig:
         """Build from a [tool.pgdrill.monitor] table; relative paths are relative to base_dir."""
-        known = {f for f in cls.__dataclass_fields__ if f not in ("max_age_by_series", "receivers")}
+        known = {f for f in cls.__dataclass_fields__ if f not in ("max_age_by_series", "receivers", "s3_quota_bytes")}
+        known.add("s3_quota")
         unknown = sorted(set(doc) - known - set(RECEIVER_KEYS))
         if unknown:
             raise UsageError(
@@ -60,15 +67,18 @@ class MonitorConfig:
                 values["max_age_by_series"] = {k: _duration(f"max_age.{k}", v) for k, v in doc["max_age"].items()}
             else:
                 values["max_age"] = _duration("max_age", doc["max_age"])
-        for key in ("stuck_after", "wal_max_age", "verify_max_age", "drill_max_age"):
+        for key in ("stuck_after", "wal_max_age", "verify_max_age", "drill_max_age", "restore_test_max_age",
+                    "bucket_max_age"):  # fmt: skip
             if key in doc:
                 values[key] = _duration(key, doc[key])
         for key in ("failed_after", "size_window", "size_min_history"):
             if key in doc:
                 values[key] = _number(key, doc[key], integer=True)
-        for key in ("size_min_ratio", "size_max_ratio"):
+        for key in ("size_min_ratio", "size_max_ratio", "capacity_warn_percent", "capacity_critical_percent"):
             if key in doc:
                 values[key] = _number(key, doc[key], integer=False)
+        if "s3_quota" in doc:
+            values["s3_quota_bytes"] = _size("s3_quota", doc["s3_quota"])
         if "size_kinds" in doc:
             kinds = doc["size_kinds"]
             if not isinstance(kinds, list) or not set(kinds) <= {"logical", "full", "incremental"}:
@@ -115,3 +125,16 @@ def _number(key: str, value: Any, *, integer: bool) -> Any:
         kind = "a whole number >= 1" if integer else "a non-negative number"
         raise UsageError(f"{key} in [tool.pgdrill.monitor] must be {kind}, not {value!r}")
     return value
+
+
+_SIZE = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGTP]?)(?:i?B)?\s*", re.I)
+
+
+def _size(key: str, value: Any) -> int:
+    """A byte size: a whole number of bytes or a string like '500GiB' or '2TB' (binary units)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    m = _SIZE.fullmatch(value) if isinstance(value, str) else None
+    if m is None or float(m[1]) <= 0:
+        raise UsageError(f"{key} in [tool.pgdrill.monitor] must be a size such as '500GiB' or '2TB', not {value!r}")
+    return int(float(m[1]) * 1024 ** " KMGTP".index(m[2].upper() or " "))

@@ -98,12 +98,16 @@ def test_restore_test_fingerprints_are_recorded_and_compared(primary):
         "backup", "--dsn", primary.dsn, "--repo", repo, "--kind", "full", "--format", "plain"
     ).stdout.strip()
     primary.archive_current_wal()
+    cli("verify", "--repo", repo)  # checksums only: verified, not restore-tested
+    record = json.loads(cli("list", "--repo", repo, "--json").stdout)[0]
+    assert record["verified_at"] and "restore_tested_at" not in record["options"]
     first = json.loads(cli("verify", "--repo", repo, "--restore-test", "--json").stdout)[0]
     assert first["ok"] and "restore test ok" in first["checked"]
     assert Fingerprint.from_dict(first["fingerprints"]["postgres"]).tables["ledger"].rows == 10
     record = json.loads(cli("list", "--repo", repo, "--json").stdout)[0]
     assert record["id"] == backup_id and record["verified_at"]
     assert record["fingerprints"]["restore_test"]["postgres"]["ledger"]["rows"] == 10
+    assert record["options"]["restore_tested_at"] >= record["start_time"]
     second = json.loads(cli("verify", "--repo", repo, "--restore-test", "--json").stdout)[0]
     assert second["ok"] and second["fingerprints"] == first["fingerprints"]
 

@@ -24,13 +24,15 @@ def history(tmp_path) -> RepoHistory:
 
 def daily_logical(history: RepoHistory, *, days: int = 8, newest_hours_ago: float = 2, size: int = 50 * MB) -> None:
     """A week of nightly logical dumps of about the same size, the newest newest_hours_ago."""
+    tested = (history.now - timedelta(hours=30)).isoformat()
     for day in range(days, 0, -1):
-        history.backup(hours_ago=newest_hours_ago + 24 * day, size=size + day * 1000, verified_hours_ago=30)
+        history.backup(hours_ago=newest_hours_ago + 24 * day, size=size + day * 1000, verified_hours_ago=30,
+                       restore_tested_at=tested)  # fmt: skip
     history.backup(hours_ago=newest_hours_ago, size=size)
 
 
 def check(history: RepoHistory, config: MonitorConfig | None = None, **changes) -> dict[str, CheckOutcome]:
-    config = (config or MonitorConfig()).with_changes(**changes)
+    config = (config or MonitorConfig(capacity_warn_percent=100, capacity_critical_percent=100)).with_changes(**changes)
     results = run_checks(history.repo, config, now=NOW)
     names = [r.name for r in results]
     assert len(names) == len(set(names)), f"check names must be unique: {names}"
@@ -50,7 +52,7 @@ def test_fresh_healthy_repository_passes_every_check(history):
     assert failed(results) == []
     assert set(results) == {"freshness:logical", "freshness:physical", "failures:logical", "failures:physical",
                             "stuck", "size:logical", "size:full", "wal:continuity", "wal:archiving", "verified:logical",
-                            "verified:physical"}  # fmt: skip
+                            "verified:physical", "restore_tested:logical", "restore_tested:physical", "capacity"}  # fmt: skip
     assert results["freshness:logical"].figures["age_seconds"] == pytest.approx(2 * 3600 - 300)
     assert all(r.severity == "ok" and r.line().startswith("OK ") for r in results.values())
 
@@ -208,31 +210,92 @@ def test_unverified_backups_alert_after_the_grace_period(history):
     assert check(history, verify_max_age=timedelta(days=2))["verified:logical"].ok
 
 
-def drill_line(scenario: str, *, days_ago: float, verdict: str = "pass") -> str:
+def drill_line(scenario: str, *, days_ago: float, verdict: str = "pass", location: str | None = None,
+               family: str = "recovery", reason: str | None = None) -> str:
     when = NOW - timedelta(days=days_ago)
-    return json.dumps({"history_version": 1, "scenario": scenario, "verdict": verdict, "finished_at": when.isoformat()})
+    source = {"kind": "pgdrill-repo", "location": location, "backup": "b1", "created_at": None} if location else None
+    return json.dumps({"history_version": 1, "scenario": scenario, "method": "source-repo", "verdict": verdict,
+                       "finished_at": when.isoformat(), "family": family, "reason": reason,
+                       "data_source": "team-backup" if location else "synthetic", "source": source})  # fmt: skip
 
 
-def test_drill_not_passed_within_the_limit_alerts(history, tmp_path):
+def test_synthetic_drills_never_satisfy_the_restore_test_of_this_repository(history, tmp_path):
     daily_logical(history)
     path = tmp_path / "history.jsonl"
-    path.write_text("\n".join([drill_line("corruption", days_ago=40), drill_line("corruption", days_ago=3, verdict="fail"),
-                               drill_line("complete-loss", days_ago=5), "not json"]) + "\n")  # fmt: skip
+    other = "file:///srv/other-repo"
+    path.write_text("\n".join([drill_line("restore-test", days_ago=1), drill_line("corruption", days_ago=1),
+                               drill_line("restore-test", days_ago=1, location=other), "not json"]) + "\n")  # fmt: skip
     assert "drills" not in check(history)  # not configured: not checked
-    results = check(history, drill_history=path)
-    assert failed(results) == ["drills"]
-    r = results["drills"]
-    assert "corruption: last passed 40 d 0 h ago" in r.message and "complete-loss" not in r.message
-    assert r.figures["bad_lines"] == 1 and [s["scenario"] for s in r.figures["stale"]] == ["corruption"]
-    assert check(history, drill_history=path, drill_max_age=timedelta(days=41))["drills"].ok
-    r = check(history, drill_history=path, drill_max_age=timedelta(days=41), drill_scenarios=("regional-outage",))
-    assert "regional-outage: no passing drill on record" in r["drills"].message
+    r = check(history, drill_history=path)["drills"]
+    assert not r.ok and "no passing restore test of this repository" in r.message
+    assert "2 passing drill(s) on synthetic data do not count" in r.message
+    with path.open("a") as f:  # a passing restore test of this very repository
+        f.write(drill_line("restore-test", days_ago=2, location=history.url + "/") + "\n")
+    r = check(history, drill_history=path)["drills"]
+    assert r.ok and "passed 2 d 0 h ago" in r.message
+    assert not check(history, drill_history=path, drill_max_age=timedelta(days=1))["drills"].ok
+    with path.open("a") as f:  # then the real restore test fails: critical, whatever passed before
+        f.write(drill_line("restore-test", days_ago=0.5, location=history.url, verdict="fail",
+                           reason="backup-tools restore: FATAL: role app_owner does not exist") + "\n")  # fmt: skip
+    r = check(history, drill_history=path)["drills"]
+    assert r.severity == "critical" and "FAILED" in r.message and "role app_owner does not exist" in r.message
 
 
 def test_missing_drill_history_alerts(history, tmp_path):
     daily_logical(history)
     r = check(history, drill_history=tmp_path / "nowhere.jsonl")["drills"]
-    assert not r.ok and "no drill results" in r.message
+    assert not r.ok and "no passing restore test" in r.message
+
+
+def test_checksum_verify_and_restore_test_are_reported_apart_with_their_own_limits(history):
+    history.backup(hours_ago=20 * 24, verified_hours_ago=1)
+    history.backup(hours_ago=1, verified_hours_ago=0.5)
+    results = check(history)
+    assert results["verified:logical"].ok
+    r = results["restore_tested:logical"]
+    assert not r.ok and "never restore-tested (a checksum verify is not one)" in r.message
+    history.backup(hours_ago=0.5, restore_tested_at=(NOW - timedelta(days=3)).isoformat())
+    assert check(history)["restore_tested:logical"].ok
+    assert not check(history, restore_test_max_age=timedelta(days=2))["restore_tested:logical"].ok
+
+
+def test_bucket_backup_freshness(history, tmp_path):
+    from backup_tools.docbucket import DirectoryBucket
+    from backup_tools.storage import backup_bucket
+
+    daily_logical(history)
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.pdf").write_bytes(b"%PDF-1.7 a")
+    backup_bucket(DirectoryBucket(docs), history.repo, name="documents")
+    r = check(history, bucket_max_age=timedelta(hours=1))["freshness:bucket:documents"]
+    assert r.ok and r.figures["documents"] == 1
+    later = datetime.now(UTC) + timedelta(hours=3)  # the same backup seen three hours on
+    results = {c.name: c for c in run_checks(history.repo, MonitorConfig(bucket_max_age=timedelta(hours=1)), now=later)}
+    r = results["freshness:bucket:documents"]
+    assert not r.ok and r.severity == "critical" and "limit 1 h 00 min" in r.message
+
+
+def test_capacity_of_a_file_repository_warns_and_alerts_on_its_filesystem(history):
+    import shutil
+
+    daily_logical(history)
+    usage = shutil.disk_usage(history.repo.root)
+    percent = 100 * usage.used / (usage.used + usage.free)  # as df counts it (blocks reserved for root left out)
+    r = check(history, capacity_warn_percent=percent + 5, capacity_critical_percent=percent + 6)["capacity"]
+    assert r.ok and f"({percent:.0f}%)" in r.message
+    r = check(history, capacity_warn_percent=max(percent - 5, 0), capacity_critical_percent=percent + 6)["capacity"]
+    assert not r.ok and r.severity == "warning"
+    r = check(history, capacity_warn_percent=max(percent - 6, 0), capacity_critical_percent=max(percent - 5, 0))
+    assert r["capacity"].severity == "critical" and "prune or grow it" in r["capacity"].message
+
+
+def test_capacity_settings_parse():
+    config = MonitorConfig.from_mapping({"s3_quota": "2GiB", "capacity_warn_percent": 70, "restore_test_max_age": "3d"})
+    assert config.s3_quota_bytes == 2 << 30 and config.capacity_warn_percent == 70
+    assert config.restore_test_max_age == timedelta(days=3)
+    with pytest.raises(UsageError, match="s3_quota"):
+        MonitorConfig.from_mapping({"s3_quota": "lots"})
 
 
 def test_unreadable_repository_is_a_failed_check(tmp_path):
@@ -300,17 +363,19 @@ def test_cli_prints_one_line_per_check_and_exit_codes(tmp_path, capsys):
     now = datetime.now(UTC)
     live = RepoHistory(tmp_path / "repo", now)
     daily_logical(live)
-    assert main(["check", "--repo", live.url]) == 0
+    roomy = tmp_path / "roomy.toml"  # this host's disk fill is not what the test is about
+    roomy.write_text("[tool.pgdrill.monitor]\ncapacity_warn_percent = 100\ncapacity_critical_percent = 100\n")
+    assert main(["check", "--repo", live.url, "--config", str(roomy)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[1] for line in lines] == ["freshness:logical:", "failures:logical:", "stuck:", "size:logical:",
-                                                   "verified:logical:"]  # fmt: skip
+                                                   "verified:logical:", "restore_tested:logical:", "capacity:"]  # fmt: skip
     assert all(line.startswith("OK ") for line in lines)
-    assert main(["check", "--repo", live.url, "--max-age", "1h", "--json"]) == 1
+    assert main(["check", "--repo", live.url, "--config", str(roomy), "--max-age", "1h", "--json"]) == 1
     doc = json.loads(capsys.readouterr().out)
     assert doc["ok"] is False and doc["alerts"] == []
     assert [c["name"] for c in doc["checks"] if not c["ok"]] == ["freshness:logical"]
     config = tmp_path / "c.toml"
-    config.write_text('[tool.pgdrill.monitor]\nmax_age = "1h"\n')
+    config.write_text('[tool.pgdrill.monitor]\nmax_age = "1h"\ncapacity_warn_percent = 100\ncapacity_critical_percent = 100\n')
     assert main(["check", "--repo", live.url, "--config", str(config)]) == 1
     assert "CRITICAL freshness:logical" in capsys.readouterr().out
     assert main(["check", "--repo", live.url, "--config", str(config), "--max-age", "3h"]) == 0  # the flag wins
