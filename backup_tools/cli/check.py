@@ -11,6 +11,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from backup_tools.errors import UsageError
+
 if TYPE_CHECKING:  # the modules themselves load in cmd_check: every other verb's parser imports this one
     from backup_tools.monitor.alerts import Alert
     from backup_tools.monitor.checks import CheckOutcome
@@ -21,7 +23,11 @@ def add_check_options(sub: argparse.ArgumentParser) -> None:
     """The options `check` has besides --repo, --max-age and --json."""
     sub.add_argument("--config", help="TOML file with [tool.pgdrill.monitor] thresholds and alert receivers")
     sub.add_argument("--history-file", help="drill history (JSON lines) for the drill staleness check")
-    sub.add_argument("--no-alerts", action="store_true", help="print the results, send no alert")
+    sub.add_argument("--no-alerts", action="store_true", help="print the results, send no alert (but --digest)")
+    sub.add_argument("--prometheus", metavar="FILE",
+                     help="also write the results as OpenMetrics text (node_exporter textfile collector), atomically")
+    sub.add_argument("--digest", action="store_true",
+                     help="also send a summary of every check, passing or not, to the receivers (run it daily)")  # fmt: skip
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -37,7 +43,10 @@ def cmd_check(args: argparse.Namespace) -> int:
         config = config.with_changes(max_age=parse_duration(args.max_age), max_age_by_series={})
     if getattr(args, "history_file", None):
         config = config.with_changes(drill_history=Path(args.history_file))
-    receivers = [] if getattr(args, "no_alerts", False) else receivers_from_config(config.receivers)
+    digest, no_alerts = bool(getattr(args, "digest", False)), bool(getattr(args, "no_alerts", False))
+    receivers = receivers_from_config(config.receivers) if digest or not no_alerts else []
+    if digest and not receivers:
+        raise UsageError("--digest needs an email or webhook receiver in [tool.pgdrill.monitor] of --config")
     repo = open_repository(args.repo)
     now = datetime.now(UTC)
     results = run_checks(repo, config, now=now)
@@ -45,7 +54,16 @@ def cmd_check(args: argparse.Namespace) -> int:
         for result in results:
             print(result.line())
         sys.stdout.flush()  # the results are out before any (slow) delivery
+    if getattr(args, "prometheus", None):
+        _write_metrics(Path(args.prometheus), results, repo=repo, config=config, now=now)
     alerts = _alerts(results, config=config, repo=repo.url, now=now)
+    if no_alerts:  # --no-alerts --digest: only the digest
+        alerts = []
+    if digest:
+        from backup_tools.monitor.alerts import Alert, local_host
+
+        ok_count = sum(1 for r in results if r.ok)
+        alerts.append(Alert("digest", repo.url, local_host(), now, tuple(r.to_dict() for r in results), ok_count))
     deliveries = [d for alert in alerts for d in deliver(alert, receivers)] if receivers else []
     failed = [r for r in results if not r.ok]
     if args.json:
@@ -59,6 +77,23 @@ def cmd_check(args: argparse.Namespace) -> int:
             print(f"backup-tools check: error: alert delivery to {d.receiver} failed after {d.attempts} attempt(s): "
                   f"{d.error}; the check results above stand; fix the receiver settings in --config", file=sys.stderr)  # fmt: skip
     return 1 if failed or any(not d.ok for d in deliveries) else 0
+
+
+def _write_metrics(path: Path, results: list[CheckOutcome], *, repo: Any, config: MonitorConfig, now: datetime) -> None:
+    """Write the OpenMetrics file; a write failure is one line on stderr (the check results stand)."""
+    from backup_tools.errors import BackupToolsError
+    from backup_tools.monitor.history import read_history
+    from backup_tools.monitor.metrics import openmetrics, write_textfile
+
+    try:
+        records = repo.list_backups()
+    except BackupToolsError:
+        records = []
+    history = read_history(config.drill_history).records if config.drill_history else []
+    try:
+        write_textfile(path, openmetrics(results, records, history, repo_url=repo.url, now=now))
+    except OSError as e:
+        raise UsageError(f"cannot write the metrics file {path}: {e.strerror}; check --prometheus") from e
 
 
 def _alerts(results: list[CheckOutcome], *, config: MonitorConfig, repo: str, now: datetime) -> list[Alert]:

@@ -42,6 +42,11 @@ class Alert:
         """One line: what happened where."""
         if self.event == "resolved":
             return f"[pgdrill] RESOLVED: {len(self.checks)} backup check(s) pass again for {self.repo} on {self.host}"
+        if self.event == "digest":
+            failing = len(self.checks) - self.ok_count
+            state = "all OK" if not failing else f"{failing} FAILING"
+            return (f"[pgdrill] DAILY DIGEST: {self.ok_count} of {len(self.checks)} backup check(s) OK ({state}) "
+                    f"for {self.repo} on {self.host}")  # fmt: skip
         worst = "CRITICAL" if any(c["severity"] == "critical" for c in self.checks) else "WARNING"
         return f"[pgdrill] {worst}: {len(self.checks)} backup check(s) failed for {self.repo} on {self.host}"
 
@@ -50,7 +55,7 @@ class Alert:
         """The subject, one line per check, and what to run for details (redacted)."""
         lines = [self.subject, ""]
         for c in self.checks:
-            label = "RESOLVED" if self.event == "resolved" else c["severity"].upper()
+            label = "RESOLVED" if self.event == "resolved" else "OK" if c.get("ok") else c["severity"].upper()
             lines.append(f"{label} {c['name']}: {c['message']}")
         lines += ["", f"checked at {self.checked_at.isoformat(timespec='seconds')}; {self.ok_count} check(s) ok",
                   f"details: backup-tools check --repo {self.repo}"]  # fmt: skip

@@ -300,6 +300,8 @@ def _config(tmp_path: Path, *, smtp_port: int, hook: str, extra: str = "") -> Pa
     path.write_text(f"""
 [tool.pgdrill.monitor]
 max_age = "25h"
+capacity_warn_percent = 100
+capacity_critical_percent = 100
 {extra}
 [tool.pgdrill.monitor.email]
 host = "127.0.0.1"
@@ -410,3 +412,29 @@ def test_deleted_wal_segment_makes_check_fail_and_alert(make_cluster, tmp_path, 
     (failed,) = doc["pgdrill"]["checks"]
     assert failed["name"] == "wal:continuity" and failed["figures"]["gaps"][0]["first"] == victim
     assert victim in doc["text"]
+
+
+def test_cli_digest_sends_every_check_to_both_receivers_daily_even_when_all_pass(tmp_path, smtp_server, webhook,
+                                                                                 capsys):  # fmt: skip
+    config = _config(tmp_path, smtp_port=smtp_server.port, hook=webhook.url)
+    fresh = live_history(tmp_path / "fresh", newest_hours_ago=2)
+    assert main(["check", "--repo", fresh.url, "--config", str(config), "--digest"]) == 0
+    capsys.readouterr()
+    (msg,) = smtp_server.messages
+    assert msg["Subject"].startswith("[pgdrill] DAILY DIGEST: ") and "(all OK)" in msg["Subject"]
+    assert "OK freshness:logical" in msg.get_content() and "OK capacity" in msg.get_content()
+    (doc,) = webhook.json()
+    assert doc["pgdrill"]["event"] == "digest" and all(c["ok"] for c in doc["pgdrill"]["checks"])
+    assert {c["name"] for c in doc["pgdrill"]["checks"]} >= {"freshness:logical", "verified:logical", "capacity"}
+    stale = live_history(tmp_path / "stale", newest_hours_ago=26)
+    assert main(["check", "--repo", stale.url, "--config", str(config), "--digest"]) == 1
+    capsys.readouterr()
+    events = [d["pgdrill"]["event"] for d in webhook.json()]
+    assert events == ["digest", "failed", "digest"]  # the failure alert as always, and the day's digest
+    assert "1 FAILING" in webhook.json()[2]["text"] and "CRITICAL freshness:logical" in webhook.json()[2]["text"]
+    assert main(["check", "--repo", stale.url, "--config", str(config), "--digest", "--no-alerts"]) == 1
+    assert [d["pgdrill"]["event"] for d in webhook.json()][3:] == ["digest"]  # the digest only
+    bare = tmp_path / "bare.toml"
+    bare.write_text("[tool.pgdrill.monitor]\n")
+    assert main(["check", "--repo", fresh.url, "--config", str(bare), "--digest"]) == 2
+    assert "--digest needs an email or webhook receiver" in capsys.readouterr().err

@@ -210,8 +210,15 @@ def test_unverified_backups_alert_after_the_grace_period(history):
     assert check(history, verify_max_age=timedelta(days=2))["verified:logical"].ok
 
 
-def drill_line(scenario: str, *, days_ago: float, verdict: str = "pass", location: str | None = None,
-               family: str = "recovery", reason: str | None = None) -> str:
+def drill_line(
+    scenario: str,
+    *,
+    days_ago: float,
+    verdict: str = "pass",
+    location: str | None = None,
+    family: str = "recovery",
+    reason: str | None = None,
+) -> str:
     when = NOW - timedelta(days=days_ago)
     source = {"kind": "pgdrill-repo", "location": location, "backup": "b1", "created_at": None} if location else None
     return json.dumps({"history_version": 1, "scenario": scenario, "method": "source-repo", "verdict": verdict,
@@ -375,7 +382,9 @@ def test_cli_prints_one_line_per_check_and_exit_codes(tmp_path, capsys):
     assert doc["ok"] is False and doc["alerts"] == []
     assert [c["name"] for c in doc["checks"] if not c["ok"]] == ["freshness:logical"]
     config = tmp_path / "c.toml"
-    config.write_text('[tool.pgdrill.monitor]\nmax_age = "1h"\ncapacity_warn_percent = 100\ncapacity_critical_percent = 100\n')
+    config.write_text(
+        '[tool.pgdrill.monitor]\nmax_age = "1h"\ncapacity_warn_percent = 100\ncapacity_critical_percent = 100\n'
+    )
     assert main(["check", "--repo", live.url, "--config", str(config)]) == 1
     assert "CRITICAL freshness:logical" in capsys.readouterr().out
     assert main(["check", "--repo", live.url, "--config", str(config), "--max-age", "3h"]) == 0  # the flag wins
@@ -383,3 +392,53 @@ def test_cli_prints_one_line_per_check_and_exit_codes(tmp_path, capsys):
     assert main(["check", "--repo", live.url, "--max-age", "soon"]) == 2
     assert "invalid duration" in capsys.readouterr().err
     assert main(["check", "--repo", live.url, "--config", str(tmp_path / "absent.toml")]) == 2
+
+
+def test_prometheus_file_is_openmetrics_that_prometheus_client_parses(tmp_path, capsys):
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
+    from prometheus_client.parser import text_string_to_metric_families as parse_prometheus_text
+
+    now = datetime.now(UTC)
+    live = RepoHistory(tmp_path / "repo", now)
+    daily_logical(live)
+    history = tmp_path / "history.jsonl"
+    history.write_text("\n".join([
+        json.dumps({"scenario": "restore-test", "method": "source-repo", "verdict": "pass", "rto_seconds": 12.5,
+                    "rpo_seconds": 3600.0, "finished_at": (now - timedelta(hours=3)).isoformat(),
+                    "family": "recovery", "data_source": "team-backup",
+                    "source": {"kind": "pgdrill-repo", "location": live.url}}),
+        json.dumps({"scenario": "complete-loss", "method": "full", "verdict": "pass", "rto_seconds": None,
+                    "finished_at": now.isoformat(), "family": "fault-detection", "data_source": "synthetic"}),
+    ]) + "\n")  # fmt: skip
+    config = tmp_path / "c.toml"
+    config.write_text(f'[tool.pgdrill.monitor]\ndrill_history = "{history}"\ncapacity_warn_percent = 100\n'
+                      "capacity_critical_percent = 100\n")  # fmt: skip
+    metrics = tmp_path / "textfile" / "pgdrill.prom"
+    metrics.parent.mkdir()
+    assert main(["check", "--repo", live.url, "--config", str(config), "--prometheus", str(metrics)]) == 0
+    capsys.readouterr()
+    text = metrics.read_text()
+    assert text.endswith("# EOF\n") and oct(metrics.stat().st_mode & 0o777) == "0o644"
+    families = {f.name: f for f in parse_openmetrics(text)}
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value for f in families.values() for s in f.samples}
+    assert all(f.type == "gauge" for f in families.values())
+    assert families["pgdrill_backup_age_seconds"].unit == "seconds"
+    age = samples[("pgdrill_backup_age_seconds", (("repo", live.url), ("series", "logical")))]
+    assert age == pytest.approx(2 * 3600 - 300, abs=60)
+    assert samples[("pgdrill_check_ok", (("check", "drills"), ("repo", live.url)))] == 1.0
+    assert samples[("pgdrill_check_severity", (("check", "freshness:logical"), ("repo", live.url)))] == 0.0
+    drill = (("data_source", "team-backup"), ("method", "source-repo"), ("scenario", "restore-test"))
+    assert samples[("pgdrill_drill_rto_seconds", drill)] == 12.5 and samples[("pgdrill_drill_passed", drill)] == 1.0
+    assert not any(labels and dict(labels).get("scenario") == "complete-loss" for _, labels in samples)
+    assert (
+        "pgdrill_backup_last_restore_test_timestamp_seconds",
+        (("repo", live.url), ("series", "logical")),
+    ) in samples
+    plain = {s.name for f in parse_prometheus_text(text) for s in f.samples}  # what node_exporter's parser reads
+    assert {"pgdrill_check_ok", "pgdrill_backup_size_bytes", "pgdrill_drill_rpo_seconds"} <= plain
+    assert main(["check", "--repo", live.url, "--config", str(config), "--max-age", "1h", "--prometheus",
+                 str(metrics)]) == 1  # fmt: skip
+    failing = {s.labels["check"]: s.value for f in parse_openmetrics(metrics.read_text()) for s in f.samples
+               if s.name == "pgdrill_check_severity"}  # fmt: skip
+    assert failing["freshness:logical"] == 2.0
+    assert main(["check", "--repo", live.url, "--prometheus", str(tmp_path / "no-such-dir" / "x.prom")]) == 2
