@@ -267,8 +267,8 @@ def test_checksum_verify_and_restore_test_are_reported_apart_with_their_own_limi
 
 
 def test_bucket_backup_freshness(history, tmp_path):
-    from backup_tools.docbucket import DirectoryBucket
-    from backup_tools.storage import backup_bucket
+    from backup_tools.backup.files import backup_bucket
+    from backup_tools.repo.buckets import DirectoryBucket
 
     daily_logical(history)
     docs = tmp_path / "docs"
