@@ -48,6 +48,7 @@ class Run:
     warnings: list[str] = field(default_factory=list)
     explicit_output: bool = False  # --html, --report-dir or --junitxml given: always write them
     no_drills: bool = False  # nothing collected is a drill: no report directory, no evidence line
+    summary: dict[str, Any] = field(default_factory=dict)  # evidence-summary.json: what the bundle evidences
 
 
 run_key = pytest.StashKey[Run]()
@@ -314,6 +315,7 @@ def _write_results(run: Run) -> None:
     doc = {"schema_version": SCHEMA_VERSION, "run_id": run.run_id, "started_at": run.started_at, "finished_at": finished,
            "environment": run.environment, "drills": run.records}  # fmt: skip
     (run.run_dir / "drill-results.json").write_text(json.dumps(doc, indent=2, default=str) + "\n")
+    run.summary = evidence.write_summary(run.run_dir, run.records)
     if not run.records:
         return
     ran = [{**r, "finished_at": finished} for r in run.records]
@@ -346,3 +348,5 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         signed = f"signed by key {run.bundle.key_id}" if run.bundle.key_id else "unsigned"
         where = run.bundle.archive or run.run_dir
         terminalreporter.write_line(f"pgdrill: evidence bundle ({signed}): backup-tools evidence verify {where}")
+        if run.summary:
+            terminalreporter.write_line(f"pgdrill: this run {run.summary['statement']}")

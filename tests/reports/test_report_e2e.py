@@ -331,6 +331,18 @@ def test_a_synthetic_run_evidences_no_control_and_a_team_backup_run_does(three_r
         "created_at": "2026-03-01T00:00:00+00:00",
     }
     assert "SOC 2 A1.3" in deletion[0]["evidences"]
+    synthetic = json.loads((first / "evidence-summary.json").read_text())
+    assert (
+        synthetic["controls_evidenced"] == [] and "SOC 2 A1.3" in synthetic["controls_exercised_on_synthetic_data_only"]
+    )
+    assert synthetic["statement"].startswith("evidences no compliance control")
+    assert "pgdrill: this run evidences no compliance control" in three_runs["runs"][0][1].stdout
+    summary = json.loads((last_run / "evidence-summary.json").read_text())
+    assert "SOC 2 A1.3" in summary["controls_evidenced"] and summary["drills"]["fault-detection"] == {
+        "synthetic/pass": 1
+    }
+    assert summary["team_sources"][0]["location"] == "s3://team-backups/prod?password=***"
+    assert "evidence-summary.json" in {f["path"] for f in json.loads((last_run / "manifest.json").read_text())["files"]}
     html = (last_run / "report.html").read_text()
     top = html[html.index('id="pgdrill-summary-section"') : html.index('id="pgdrill-summary"')]
     assert "1 on the team&#x27;s backup." in top and "evidences no compliance control" not in top
