@@ -32,12 +32,12 @@ def stanza(tmp_path_factory: pytest.TempPathFactory) -> tuple[Production, Path, 
     """A PG15 production archiving to a pgBackRest repository, with one full backup and newer WAL archived after it."""
     base = tmp_path_factory.mktemp("pgbackrest")
     repo, conf = base / "repo", base / "pgbackrest.conf"
-    for d in ("repo", "log", "lock", "spool"):
+    for d in ("repo", "log", "lock"):
         (base / d).mkdir()
 
     def configure(cluster):
         conf.write_text(f"[global]\nrepo1-path={repo}\nrepo1-retention-full=2\nlog-path={base / 'log'}\n"
-                        f"lock-path={base / 'lock'}\nspool-path={base / 'spool'}\nstart-fast=y\n\n"
+                        f"lock-path={base / 'lock'}\nstart-fast=y\n\n"  # no spool-path: the host's default, as teams have it
                         f"[{STANZA}]\npg1-path={cluster.data_dir}\npg1-port={cluster.port}\n"
                         f"pg1-socket-path={cluster.socket_dir}\npg1-user=postgres\n")  # fmt: skip
         return {"archive_mode": "on", "archive_command": f"pgbackrest --config={conf} --stanza={STANZA} archive-push %p"}
