@@ -38,6 +38,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
     """Say which drills were deselected, why, and how to include them."""
     slow = config.stash.get(deselected_key, [])
+    others = len(terminalreporter.stats.get("deselected", [])) - len(slow)
+    if others > 0:
+        terminalreporter.write_line(f"pgdrill: {others} test(s) deselected by your -k/-m selection")
     if slow:
         names = ", ".join(nodeid.split("::")[-1] for nodeid in slow[:3]) + (" ..." if len(slow) > 3 else "")
         terminalreporter.write_line(f"pgdrill: {len(slow)} drill(s) deselected because they are marked slow (large "
