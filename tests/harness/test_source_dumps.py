@@ -117,8 +117,10 @@ def test_a_truncated_dump_fails_in_one_line_naming_the_source(dumps, tmp_path):
     folder.mkdir()
     data = dumps["custom"].read_bytes()
     (folder / "app-2026-11-30T020000.dump").write_bytes(data[: len(data) // 2])
+    before = snapshot(folder)
     done, record = run_drill(tmp_path, "--source-dumps", str(folder))
     assert done.returncode == 1
+    assert snapshot(folder) == before, "a failed drill wrote to the source"
     assert "app-2026-11-30T020000.dump in " + str(folder) in record["reason"]
     assert "\n" not in record["reason"]
 
