@@ -442,3 +442,36 @@ def test_prometheus_file_is_openmetrics_that_prometheus_client_parses(tmp_path, 
                if s.name == "pgdrill_check_severity"}  # fmt: skip
     assert failing["freshness:logical"] == 2.0
     assert main(["check", "--repo", live.url, "--prometheus", str(tmp_path / "no-such-dir" / "x.prom")]) == 2
+
+
+@pytest.mark.integration
+def test_check_wants_a_real_restore_test_of_this_repository_not_synthetic_drills(make_cluster, tmp_path, capsys):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    repo = f"file://{tmp_path / 'repo'}"
+    team = make_cluster("team")
+    team.init()
+    team.start()
+    team.safe_sql("CREATE TABLE orders (id int PRIMARY KEY, created_at timestamptz DEFAULT now())")
+    team.safe_sql("INSERT INTO orders SELECT g FROM generate_series(1, 500) g")
+    backup = [sys.executable, "-m", "backup_tools", "backup", "--dsn", team.dsn, "--repo", repo, "--kind", "logical",
+              "--pg-bin", str(team.pg.bindir)]  # fmt: skip
+    subprocess.run(backup, check=True, capture_output=True, text=True, timeout=300)
+    history = tmp_path / "history.jsonl"
+    history.write_text(drill_line("restore-test", days_ago=0.1) + "\n" + drill_line("corruption", days_ago=0.1) + "\n")
+    roomy = tmp_path / "roomy.toml"
+    roomy.write_text("[tool.pgdrill.monitor]\ncapacity_warn_percent = 100\ncapacity_critical_percent = 100\n")
+    args = ["check", "--repo", repo, "--config", str(roomy), "--history-file", str(history)]
+    assert main(args) == 1  # only synthetic passes on record: the restore test of this repository is missing
+    assert "WARNING  drills: no passing restore test of this repository" in capsys.readouterr().out
+    drill = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "drills/test_restore_test.py",
+             "-k", "restore_the_teams_backup", "--source-repo", repo, "--history-file", str(history),
+             "--report-dir", str(tmp_path / "out")]  # fmt: skip
+    done = subprocess.run(drill, cwd=root, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert "on the team's backup" in done.stdout
+    assert main(args) == 0
+    assert "OK       drills: restore test of this repository passed" in capsys.readouterr().out
