@@ -12,7 +12,7 @@ from psycopg import sql
 
 from backup_tools.errors import ToolFailed
 from backup_tools.pg.bin import PgBin
-from backup_tools.pg.conn import connect, libpq_env
+from backup_tools.pg.conn import ConnInfo, connect, libpq_env
 from backup_tools.pg.run import run
 
 # Role names in a schema-only SQL script: owners, grantees, revokees, default privileges and policy roles.
@@ -66,6 +66,9 @@ def dump_roles(dsn: str, *, pg: PgBin) -> str:
     argv: list[str | Path] = [pg.tool("pg_dumpall"), "--roles-only", "--no-password"]
     if pg.major >= 10:
         argv.append("--no-role-passwords")  # reads pg_roles, so a non-superuser may run it
+    database = ConnInfo.parse(dsn).dbname
+    if database:
+        argv.append(f"--database={database}")  # the DSN's own database (postgres may be closed to the role)
     with libpq_env(dsn) as env:
         return run(argv, env=env, timeout=300).stdout
 

@@ -133,7 +133,7 @@ def restore_logical(
         database, schema = conn.info.dbname, record.options.get("schema", "public")
         say(f"### Restoring logical backup {record.id} ({fmt}) into database {database}")
         with fetched(repo, record, key_file=key_file, log=say) as path:
-            if create_roles and not no_owner:
+            if create_roles:  # RLS policies name roles even when restored without owners and privileges
                 created = create_missing_roles(conn, roles_in_dump(path, fmt=fmt, pg=pg))
                 if created:
                     say(f"created NOLOGIN role(s) the dump references: {', '.join(created)} (no passwords, no "
