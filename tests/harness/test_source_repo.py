@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from fixtures.origin import APP_DB, OWNER
-from tests.production import run_drill, snapshot
+from tests.support.production import run_drill, snapshot
 
 pytestmark = pytest.mark.integration
 
