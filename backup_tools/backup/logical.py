@@ -48,6 +48,7 @@ def backup_logical(
     pg: PgBin,
     schema: str = "public",
     timeout: float | None = None,
+    label: str | None = None,
     log: Callable[[str], None] | None = None,
 ) -> BackupRecord:
     """Dump one database with pg_dump into repo; the catalog record is DONE only when every object is stored.
@@ -93,6 +94,7 @@ def backup_logical(
                     "compression": compression,
                     "database": conn.info.dbname,
                     "pg_dump_major": dump_major,
+                    **({"label": label} if label else {}),
                 },
             )
             say(f"### Logical backup {record.id} ({fmt}) of {info.redacted()} into {repo.url}")

@@ -88,6 +88,7 @@ def physical_backup(
     compression: str = "zstd",
     key_file: str | None = None,
     staging_dir: Path | None = None,
+    label: str | None = None,
     log: Log = print,
 ) -> BackupResult:
     """Take a full or incremental physical backup under the repository lock; return its DONE record."""
@@ -108,7 +109,7 @@ def physical_backup(
             parent=parent.id if parent else None, pg_version=state.version,
             system_identifier=state.system_identifier, encryption=sealing.meta if sealing else None,
             options={"format": fmt, "compression": compression, "wal_segment_size": state.wal_segment_size,
-                     "server_version_num": state.version_num},
+                     "server_version_num": state.version_num, **({"label": label} if label else {})},
         )  # fmt: skip
         repo.write_catalog(record)
         log(

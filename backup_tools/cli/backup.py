@@ -8,6 +8,8 @@ from typing import Any
 
 from backup_tools.cli.common import add_key, add_pgbin, add_repo, add_verb, log, pg_for
 from backup_tools.errors import UsageError
+from backup_tools.lifecycle.labels import check_label
+from backup_tools.monitor.audit import note
 from backup_tools.repo.base import open_repository
 from backup_tools.repo.s3.placement import STORAGE_CLASSES, placement_for
 
@@ -27,20 +29,23 @@ def cmd_backup(args: argparse.Namespace) -> int:
         compression = None if args.compress == "none" else args.compress
         record = backup_logical(
             args.dsn, repo, pg=pg_for(args), fmt=fmt, jobs=args.jobs, tables=args.table or (), compression=compression,
-            key_file=args.key_file, log=log,
+            key_file=args.key_file, schema_only=args.schema_only, data_only=args.data_only, label=args.label, log=log,
         )  # fmt: skip
     else:
         from backup_tools.backup.physical import physical_backup
 
         fmt = args.format or "tar"
-        if fmt not in PHYSICAL_FORMATS or args.jobs != 1 or args.table:
+        if fmt not in PHYSICAL_FORMATS or args.jobs != 1 or args.table or args.schema_only or args.data_only:
             raise UsageError(
-                f"--kind {args.kind} takes --format tar or plain and no --jobs/--table (those are for --kind logical)"
+                f"--kind {args.kind} takes --format tar or plain and no --jobs/--table/--schema-only/--data-only "
+                "(those are for --kind logical)"
             )
         record = physical_backup(
             dsn=args.dsn, repo=repo, kind=args.kind, pg=pg_for(args), fmt=fmt, compression=args.compress,
-            key_file=args.key_file, staging_dir=Path(args.staging_dir) if args.staging_dir else None, log=log,
+            key_file=args.key_file, staging_dir=Path(args.staging_dir) if args.staging_dir else None, label=args.label,
+            log=log,
         ).record  # fmt: skip
+    note(backup_id=record.id, size=record.size)
     print(record.id)
     return 0
 
@@ -58,6 +63,10 @@ def add_backup_parser(verbs: Any) -> None:
     )  # fmt: skip
     b.add_argument("--jobs", type=int, default=1, help="logical only: parallel pg_dump jobs (needs --format directory)")
     b.add_argument("--table", action="append", metavar="NAME", help="logical only: dump this table (repeatable)")
+    b.add_argument("--schema-only", action="store_true", help="logical only: the schema, no data (pg_dump -s)")
+    b.add_argument("--data-only", action="store_true", help="logical only: the data, no schema (pg_dump -a)")
+    b.add_argument("--label", type=check_label, metavar="LABEL",
+                   help="purpose of the backup (daily, weekly, predeploy, ...): prune keeps it by [retention.labels]")  # fmt: skip
     b.add_argument("--compress", choices=("zstd", "gzip", "none"), default="zstd", help="default zstd")
     b.add_argument("--storage-class", choices=STORAGE_CLASSES,
                    help="S3 storage class of the backup's data objects (e.g. GLACIER for monthly archives)")  # fmt: skip

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -81,4 +82,7 @@ def add_verb(verbs: Any, name: str, func: Callable[[argparse.Namespace], int], s
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
     sub.set_defaults(func=func)
+    if name not in ("wal-push", "wal-fetch", "keygen"):
+        sub.add_argument("--audit-dsn", default=os.environ.get("PGDRILL_AUDIT_DSN"),
+                         help="also record this run in the backup_audit table there (default $PGDRILL_AUDIT_DSN)")  # fmt: skip
     return sub

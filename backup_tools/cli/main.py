@@ -36,9 +36,11 @@ _GROUPS = {  # verb -> (module, function adding its group); main() builds only t
     "evidence": ("cli.evidence", "add_evidence_parser"),
     **dict.fromkeys(("copy", "storage"), ("cli.offsite", "add_offsite_parsers")),
     "rekey": ("cli.rekey", "add_key_parsers"),
+    "audit": ("cli.audit", "add_audit_parser"),
+    "storage-policy": ("cli.storage_policy", "add_storage_policy_parser"),
 }
 # --help lists the groups in this order
-_ORDER = ("backup", "wal-push", "list", "restore", "verify", "evidence", "copy", "rekey")
+_ORDER = ("backup", "wal-push", "list", "restore", "verify", "evidence", "copy", "rekey", "audit", "storage-policy")
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -62,15 +64,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     one = argv[0] if argv and argv[0] in _GROUPS and not {"-h", "--help"} & set(argv) else None
     args = (build_wal_parser() if one in WAL_VERBS else build_parser(only=one)).parse_args(argv)
-    try:
-        return args.func(args)
-    except BackupToolsError as e:
-        verb = args.verb if args.verb != "evidence" else f"evidence {args.evidence_verb}"
-        print(f"backup-tools {verb}: error: {one_line(e)}", file=sys.stderr)
-        return e.exit_code
-    except KeyboardInterrupt:
-        print(f"backup-tools {args.verb}: interrupted; nothing was marked as done", file=sys.stderr)
-        return 130
+    from backup_tools.monitor.audit import audited  # the audit trail: one place for every verb (wal-push/fetch skip it)
+
+    with audited(args, argv) as run:
+        try:
+            run.code = args.func(args)
+        except BackupToolsError as e:
+            verb = args.verb if args.verb != "evidence" else f"evidence {args.evidence_verb}"
+            print(f"backup-tools {verb}: error: {one_line(e)}", file=sys.stderr)
+            run.fail(e.exit_code, one_line(e))
+        except KeyboardInterrupt:
+            print(f"backup-tools {args.verb}: interrupted; nothing was marked as done", file=sys.stderr)
+            run.fail(130, "interrupted")
+    return run.code
 
 
 if __name__ == "__main__":

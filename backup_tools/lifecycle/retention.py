@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from backup_tools.catalog import BackupRecord
 from backup_tools.errors import UsageError
+from backup_tools.lifecycle.labels import LabelRule, parse_label_rules
 from backup_tools.wal.lsn import MAX_WAL_SEGMENT_SIZE, check_segment_size, classify, parse_lsn, parse_segment_name
 
 TIERS = ("daily", "weekly", "monthly", "yearly")
@@ -30,6 +31,7 @@ class RetentionPolicy:
     weekly: int = 12
     monthly: int = 12
     yearly: int = 7
+    labels: tuple[LabelRule, ...] = ()  # per-purpose rules; a labelled backup is kept by its label, not by GFS
 
     def __post_init__(self) -> None:
         for tier in TIERS:
@@ -48,13 +50,23 @@ class RetentionPolicy:
             return cls()
         if not isinstance(config, Mapping):
             raise UsageError(f"retention config must be a table of {', '.join(TIERS)}, got {type(config).__name__}")
-        unknown = sorted(set(config) - set(TIERS))
+        unknown = sorted(set(config) - {*TIERS, "labels", "tiers"})
         if unknown:
-            raise UsageError(f"unknown retention setting(s) {', '.join(map(str, unknown))}: use {', '.join(TIERS)}")
-        return cls(**{k: config[k] for k in TIERS if k in config})
+            raise UsageError(
+                f"unknown retention setting(s) {', '.join(map(str, unknown))}: use {', '.join(TIERS)} or [labels]"
+            )
+        labels = config.get("labels", {})
+        if not isinstance(labels, Mapping):
+            raise UsageError('retention labels must be a table such as [retention.labels] predeploy = "30d"')
+        return cls(**{k: config[k] for k in TIERS if k in config}, labels=parse_label_rules(labels))
+
+    def rule(self, label: str) -> LabelRule | None:
+        """The keep rule of a label (None when the config has none)."""
+        return next((r for r in self.labels if r.label == label), None)
 
     def __str__(self) -> str:
-        return ", ".join(f"{tier} {getattr(self, tier)}" for tier in TIERS)
+        gfs = ", ".join(f"{tier} {getattr(self, tier)}" for tier in TIERS)
+        return gfs + "".join(f"; label {r}" for r in self.labels)
 
 
 @dataclass(frozen=True)
@@ -181,6 +193,7 @@ def plan_retention(
     warnings: list[str] = []
     frozen: set[str] = set()
     live = [r for r in recs if not r.options.get(DELETING)]
+    _check_labels(live, policy)
     for r in recs:
         if r.options.get(DELETING):
             delete[r.id] = FINISHING
@@ -223,10 +236,12 @@ def _plan_series(
 ) -> None:
     """Apply GFS buckets and the newest/failed/unfinished rules to one series (oldest first)."""
     good = [r for r in members if r.is_good]
-    labels = {r.id: bucket_labels(catalog_time(r), tz) for r in good}
+    _keep_labelled(good, policy, now=now, keep=keep)
+    unlabelled = [r for r in good if not r.options.get("label")]
+    labels = {r.id: bucket_labels(catalog_time(r), tz) for r in unlabelled}
     for tier in TIERS:
         newest_in_bucket: dict[str, BackupRecord] = {}
-        for r in good:  # oldest first, so the newest good backup of each bucket wins
+        for r in unlabelled:  # oldest first, so the newest good backup of each bucket wins
             newest_in_bucket[labels[r.id][tier]] = r
         for label in sorted(newest_in_bucket, reverse=True)[: getattr(policy, tier)]:
             keep[newest_in_bucket[label].id].append(f"{tier} {label}")
@@ -251,6 +266,34 @@ def _plan_series(
                 keep[r.id].append("unfinished (STARTED) less than a day old: may still be running")
             else:
                 delete[r.id] = f"abandoned unfinished backup (STARTED before {ref})"
+
+
+def _check_labels(records: list[BackupRecord], policy: RetentionPolicy) -> None:
+    """A label with no rule is an error: guessing would delete (or keep forever) what the team meant otherwise."""
+    missing = sorted(
+        {str(r.options["label"]) for r in records if r.options.get("label")} - {x.label for x in policy.labels}
+    )
+    if missing:
+        raise UsageError(
+            f"backups are labelled {', '.join(missing)} but the retention config has no rule for "
+            f'{"it" if len(missing) == 1 else "them"}: add e.g. {missing[0]} = 7 (newest 7) or {missing[0]} = "30d" '
+            "under [retention.labels] (pass it with --config); nothing was deleted"
+        )
+
+
+def _keep_labelled(
+    good: list[BackupRecord], policy: RetentionPolicy, *, now: datetime, keep: dict[str, list[str]]
+) -> None:
+    """Keep labelled good backups by their label's rule: the newest N, or those younger than the age."""
+    for rule in policy.labels:
+        mine = [r for r in good if r.options.get("label") == rule.label]
+        if rule.count is not None:
+            for r in mine[len(mine) - rule.count :] if rule.count else []:
+                keep[r.id].append(f"label {rule.label}: one of the newest {rule.count}")
+        else:
+            for r in mine:
+                if rule.age is not None and now - catalog_time(r) <= rule.age:
+                    keep[r.id].append(f"label {rule.label}: younger than {rule.age.days}d")
 
 
 def _keep_parents(
