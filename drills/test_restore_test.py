@@ -65,7 +65,8 @@ def test_restore_the_teams_backup(pytestconfig, source, drill, make_method):
     # When it is restored into an ephemeral cluster (each object checked against the catalog's sha256 on the way);
     # the suite reads a physical copy through its own socket (the copy keeps the origin's pg_hba.conf)
     drill.mark_failure()
-    restorer = make_method("logical" if chosen.kind == "logical" else "full", repo_url=source.repo_url, env=source.env)
+    read_only = source.env | {"PGDRILL_AUDIT": "off"}  # no audit line in the team's repository: it stays read-only
+    restorer = make_method("logical" if chosen.kind == "logical" else "full", repo_url=source.repo_url, env=read_only)
     restorer.taken[:], restorer.chosen, drill.backups = [chosen.id], chosen.id, restorer
     restorer.commands = source.commands
     if chosen.kind == "logical":

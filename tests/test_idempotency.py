@@ -81,6 +81,10 @@ def test_second_run_succeeds_and_changes_no_stored_byte(repos, command):
     if command.startswith("verify"):
         before, after = _without_verified_at(repos, before), _without_verified_at(repos, after)
     changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+    audit = [k for k in changed if "/audit/" in k]  # the audit trail: one new line per run in --repo, by design
+    repo_dir = argv[argv.index("--repo") + 1].removeprefix(f"file://{repos}/")
+    assert [k.split("/audit/")[0] for k in audit] == [repo_dir] and audit[0] not in before, audit
+    changed = [k for k in changed if k not in audit]
     if command == "storage-backup":  # a new recovery point (storage check --at needs one per run), nothing more
         assert len(changed) == 1 and changed[0] not in before and changed[0].endswith("/manifest.json"), changed
         assert "2 unchanged" in second.stdout and "0 stored" in second.stdout, second.stdout

@@ -179,7 +179,8 @@ def audited(args: Any, argv: Sequence[str]) -> Iterator[Run]:
     verb = getattr(args, "verb", "") or ""
     run = Run(verb=verb, argv=list(argv), repo=getattr(args, "repo", None),
               dsn=getattr(args, "audit_dsn", None) or os.environ.get("PGDRILL_AUDIT_DSN") or None)  # fmt: skip
-    if verb in NOT_AUDITED:
+    _NOTES.clear()  # main() may run many times in one process (tests, sweeps)
+    if verb in NOT_AUDITED or os.environ.get("PGDRILL_AUDIT", "on").lower() in ("off", "0", "no"):
         yield run
         return
     try:

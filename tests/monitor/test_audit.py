@@ -102,6 +102,7 @@ def test_s3_repository_audit_and_an_unreachable_table_only_warns(s3, s3_prefix, 
     for _ in range(2):
         done = run_cli("list", "--repo", url, "--audit-dsn", bad_dsn, env=env)
         assert done.returncode == 0 and "warning: audit trail: could not write backup_audit" in done.stderr
+    assert run_cli("list", "--repo", url, env=env | {"PGDRILL_AUDIT": "off"}).returncode == 0  # read-only access
     verified = run_cli("audit", "verify", "--repo", url, env=env)
     assert verified.returncode == 0 and "2 line(s), chain intact" in verified.stdout, verified.stdout + verified.stderr
     missing = run_cli("list", "--repo", f"file://{tmp_path}/no-such-repo")

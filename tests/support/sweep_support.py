@@ -61,6 +61,8 @@ def repo_state(client: Any, bucket: str, prefix: str, *, exact: bool) -> tuple[d
                 problems.append(f"backup {bid} lists as good but {entry['name']} is {'missing' if body is None else 'damaged'}")
     for name, body in stored.items():
         parts = name.split("/")
+        if parts[0] == "audit":
+            continue  # the audit trail logs every run, faulted ones too: a record of runs, not repository state
         if parts[0] == "backups" and parts[1] not in good:
             continue  # a failed or unfinished backup: never read as good
         if parts[0] == "buckets" and len(parts) > 3 and f"buckets/{parts[1]}/{parts[2]}/manifest.json" not in stored:
