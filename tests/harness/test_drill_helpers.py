@@ -113,3 +113,13 @@ def test_a_zombie_counts_as_gone_so_a_late_reaper_does_not_add_to_rto():
         live.wait()
         zombie.wait()
     assert gone(zombie.pid) and gone(live.pid)
+
+
+def test_what_caught_a_fault_names_the_command_and_exit_code_or_the_data_check():
+    from backup_tools.errors import ToolFailed
+    from fixtures.drill import caught_by
+
+    assert caught_by(ToolFailed("backup-tools restore failed (exit 3): wrong key")) == "backup-tools restore (exit 3)"
+    failed = pytest.fail.Exception("x/full: data check fingerprints failed: chat_messages: 0 rows")
+    assert caught_by(failed) == "data check: fingerprints"
+    assert caught_by(RuntimeError("boom")) == "RuntimeError"

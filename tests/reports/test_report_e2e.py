@@ -171,7 +171,7 @@ def test_each_drill_prints_one_line_as_it_ends(three_runs):
     out = three_runs["runs"][0][1].stdout
     assert "pgdrill: PASS accidental-deletion/pitr [drop-table] on synthetic data: RTO 1 min 10 s / 15 min 00 s" in out
     assert (
-        "pgdrill: CAUGHT fault-detection complete-loss/logical: backup object corrupted; caught by IntegrityError"
+        "pgdrill: CAUGHT fault-detection complete-loss/logical: backup object corrupted; caught by backup-tools restore (exit 1)"
         in out
     )
     assert "pgdrill: SKIPPED regional-outage/dr-copy: no DR region configured" in out
@@ -352,8 +352,8 @@ def test_fault_detection_drills_are_apart_and_no_passing_row_has_a_red_figure(la
     doc = json.loads((last_run / "drill-results.json").read_text())
     fault = next(d for d in doc["drills"] if d["family"] == "fault-detection")
     assert fault["verdict"] == "pass" and fault["controls"] == [] and fault["evidences"] == []
-    assert fault["fault"] == {"injected": "backup object corrupted", "detected": True, "detected_by": "IntegrityError",
-                              "message": "backup-tools restore: error: sha256 mismatch in base.tar: the stored "
+    assert fault["fault"] == {"injected": "backup object corrupted", "detected": True,
+                              "detected_by": "backup-tools restore (exit 1)", "message": "backup-tools restore: error: sha256 mismatch in base.tar: the stored "
                                          "object is corrupt"}  # fmt: skip
     assert all(d["family"] == "recovery" for d in doc["drills"] if d is not fault)
     html = (last_run / "report.html").read_text()
