@@ -30,6 +30,7 @@ from backup_tools.repo.base import Repository
 from backup_tools.repo.buckets import DocumentBucket, SourceObject
 from backup_tools.repo.compress import check_codec
 from backup_tools.repo.objects import Sealing, drain, new_sealing, open_object, open_sealing, store_object
+from backup_tools.repo.policy import enforce
 from backup_tools.security.keys import resolve_key_file
 
 BUCKETS = "buckets"
@@ -131,6 +132,7 @@ def backup_bucket(source: DocumentBucket, repo: Repository, *, name: str, codec:
         previous = list_bucket_backups(repo, name)[-1:]
         before = {e.key: e for e in previous[0].entries} if previous else {}
         sealing = new_sealing(key_file)
+        enforce(repo, sealing.meta if sealing else None, what=f"back up bucket {name}")
         sealings: dict[str, dict[str, Any] | None] = {backup_id: sealing.meta if sealing else None}
         entries, copied, vanished, nbytes = [], 0, 0, 0
         log(f"### Bucket backup {backup_id} of {source.url} ({len(listing)} objects) into {repo.url}")

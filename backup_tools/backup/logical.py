@@ -22,6 +22,7 @@ from backup_tools.pg.schemadigest import schema_digest
 from backup_tools.repo.base import BACKUPS, Repository
 from backup_tools.repo.compress import SUFFIXES, check_codec
 from backup_tools.repo.objects import Sealing, StoredObject, new_sealing, store_object
+from backup_tools.repo.policy import enforce
 
 Format = Literal["custom", "directory", "plain"]
 FORMATS = ("custom", "directory", "plain")
@@ -72,9 +73,11 @@ def backup_logical(
                 "nothing was backed up. Check the names (case-sensitive, without the schema)"
             )
         with repo.lock():
+            identity: dict | None | bool = False
             if server.system_identifier is not None:
-                check_identity(repo, system_identifier=server.system_identifier, major=server.major)
+                identity = check_identity(repo, system_identifier=server.system_identifier, major=server.major)
             sealing = new_sealing(key_file)
+            enforce(repo, sealing.meta if sealing else None, what="take a logical backup", identity=identity)
             began = datetime.now(UTC)
             record = BackupRecord(
                 id=new_backup_id(began, "logical"),
@@ -122,10 +125,12 @@ def backup_logical(
                 done = record.with_changes(
                     status="DONE", stop_time=datetime.now(UTC), files=tuple(stored), fingerprints=prints
                 )
-                repo.write_catalog(done)
             except BaseException as e:
                 _mark_failed(repo, record, stored, e)
                 raise
+            # DONE last and outside the clean-up: a write whose answer was lost may still land later, so the
+            # objects it lists must stay (a failure here leaves the backup STARTED, never listed as good)
+            repo.write_catalog(done)
     say(f"### Logical backup {done.id} DONE: {len(done.files)} object(s), {done.size} bytes")
     return done
 
@@ -201,6 +206,11 @@ def _store_dump(
 def _mark_failed(repo: Repository, record: BackupRecord, stored: list[FileEntry], error: BaseException) -> None:
     """Remove what a failed backup stored and record it as FAILED (never listed as good)."""
     prefix = f"{BACKUPS}/{record.id}/"
+    with repo.cleanup():  # short deadlines: a hanging endpoint must not hold the command
+        _mark_failed_now(repo, record, prefix, error)
+
+
+def _mark_failed_now(repo: Repository, record: BackupRecord, prefix: str, error: BaseException) -> None:
     try:
         for key in repo.list(prefix):
             if not key.endswith("/catalog.json"):
@@ -211,4 +221,9 @@ def _mark_failed(repo: Repository, record: BackupRecord, stored: list[FileEntry]
         )
         repo.write_catalog(failed)
     except BackupToolsError as e:
-        _logger.error("could not mark backup %s as FAILED in %s: %s", record.id, repo.url, e)
+        _logger.error(
+            "could not mark backup %s as FAILED in %s: %s; its catalog still says STARTED, which never lists as good",
+            record.id,
+            repo.url,
+            e,
+        )

@@ -8,9 +8,7 @@ pg_basebackup into staging; pg_verifybackup; objects stored (checksummed); catal
 from __future__ import annotations
 
 import io
-import json
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,6 +25,7 @@ from backup_tools.backup.basebackup import (
     server_state,
     verify_dir,
 )
+from backup_tools.backup.staging import clear_stale, new_staging, staging_root
 from backup_tools.backup.tailread import Background, GrowingFile
 from backup_tools.backup.tar import TarPipe
 from backup_tools.catalog import CATALOG_NAME, BackupRecord, FileEntry, Kind, new_backup_id
@@ -35,7 +34,7 @@ from backup_tools.pg.bin import PgBin
 from backup_tools.repo.base import BACKUPS, CHUNK, FileRepository, Repository, sha256_of
 from backup_tools.repo.compress import SUFFIXES, check_codec
 from backup_tools.repo.objects import Sealing, copy_to_file, new_sealing, open_object, open_sealing, store_object
-from backup_tools.wal.archive import IDENTITY_KEY, read_identity
+from backup_tools.repo.policy import enforce, read_identity, write_identity
 
 PHYSICAL = ("full", "incremental")
 Log = Callable[[str], Any]
@@ -49,10 +48,13 @@ class BackupResult:
     seconds: float
 
 
-def check_identity(repo: Repository, *, system_identifier: str, major: int) -> None:
-    """Refuse a backup from another database system or major version; claim an empty repository."""
+def check_identity(repo: Repository, *, system_identifier: str, major: int) -> dict[str, Any] | None:
+    """Refuse a backup from another database system or major version; claim an unclaimed repository.
+
+    Returns identity.json as it stands afterwards (None only if it could not be re-read).
+    """
     owner = read_identity(repo)
-    if owner is not None:
+    if owner is not None and owner.get("system_identifier"):
         if owner.get("system_identifier") != system_identifier:
             raise UsageError(
                 f"{repo.url} holds backups of database system {owner.get('system_identifier')}, this server is "
@@ -63,9 +65,11 @@ def check_identity(repo: Repository, *, system_identifier: str, major: int) -> N
                 f"{repo.url} holds PostgreSQL {owner.get('pg_major')} backups, this server runs {major}; "
                 "after a major upgrade start a new repository (keep the old one for its retention period)"
             )
-        return
-    doc = {"system_identifier": system_identifier, "pg_major": major, "created_at": datetime.now(UTC).isoformat()}
-    repo.put_bytes(IDENTITY_KEY, (json.dumps(doc, indent=2) + "\n").encode())
+        return owner
+    claim = {"system_identifier": system_identifier, "pg_major": major, "created_at": datetime.now(UTC).isoformat()}
+    doc = (owner or {}) | claim  # wal-push may have recorded the encryption policy before the first backup
+    write_identity(repo, doc, replace=owner is not None)
+    return doc
 
 
 def latest_physical(repo: Repository) -> BackupRecord:
@@ -100,10 +104,12 @@ def physical_backup(
     if kind == "incremental":
         check_incremental(state)
     with repo.lock():
-        check_identity(repo, system_identifier=state.system_identifier, major=state.major)
-        _clear_stale_staging(repo, log)
+        identity = check_identity(repo, system_identifier=state.system_identifier, major=state.major)
+        root = staging_root(repo, staging_dir)
+        clear_stale(root, locked=staging_dir is None and isinstance(repo, FileRepository), log=log)
         parent = latest_physical(repo) if kind == "incremental" else None
         sealing = new_sealing(key_file)
+        enforce(repo, sealing.meta if sealing else None, what=f"take a {kind} backup", identity=identity)
         record = BackupRecord(
             id=new_backup_id(began, kind), kind=kind, status="STARTED", start_time=began,
             parent=parent.id if parent else None, pg_version=state.version,
@@ -115,17 +121,14 @@ def physical_backup(
         log(
             f"### Backup {record.id} ({kind}{f' on {parent.id}' if parent else ''}) of system {state.system_identifier}"
         )
-        staging = _staging(repo, record.id, staging_dir)
+        staging = new_staging(root, record.id, repo_url=repo.url)
         try:
             record = _take(record, dsn=dsn, repo=repo, pg=pg, state=state, parent=parent, sealing=sealing,
                            key_file=key_file, staging=staging, log=log)  # fmt: skip
         except BaseException as e:
-            failed = record.with_changes(status="FAILED", stop_time=datetime.now(UTC))
-            failed.options["error"] = str(e)[:500]
-            _remove_objects(repo, record.id)
-            repo.write_catalog(failed)
+            note = _mark_failed(repo, record, e)
             if isinstance(e, BackupToolsError):
-                raise type(e)(f"backup {record.id} FAILED: {e}") from e
+                raise type(e)(f"backup {record.id} FAILED: {e}{note}") from e
             raise
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -137,6 +140,20 @@ def physical_backup(
     return BackupResult(record, seconds)
 
 
+def _mark_failed(repo: Repository, record: BackupRecord, error: BaseException) -> str:
+    """Remove a failed backup's objects and mark it FAILED, with short deadlines; "" or why it could not be marked."""
+    failed = record.with_changes(status="FAILED", stop_time=datetime.now(UTC))
+    failed.options["error"] = str(error)[:500]
+    with repo.cleanup():
+        _remove_objects(repo, record.id)
+        try:
+            repo.write_catalog(failed)
+        except BackupToolsError as e:
+            return (f"; could not mark it FAILED either ({e}): its catalog still says STARTED, which never lists as "
+                    "good (`check` reports it as stuck, `prune` removes it)")  # fmt: skip
+    return ""
+
+
 def _remove_objects(repo: Repository, backup_id: str) -> None:
     """Delete what a failed backup stored (base.tar is stored while pg_basebackup runs); keep its catalog."""
     try:
@@ -145,23 +162,6 @@ def _remove_objects(repo: Repository, backup_id: str) -> None:
                 repo.delete(key)
     except BackupToolsError:
         pass  # the FAILED catalog still marks them as not restorable; prune removes them
-
-
-def _clear_stale_staging(repo: Repository, log: Log) -> None:
-    """Remove staging/<id> directories left by killed backups (safe: the repository lock is held)."""
-    if not isinstance(repo, FileRepository) or not (repo.root / "staging").is_dir():
-        return
-    for stale in (repo.root / "staging").iterdir():
-        log(f"### Removing {stale}, left by a backup that was killed")
-        shutil.rmtree(stale, ignore_errors=True)
-
-
-def _staging(repo: Repository, backup_id: str, staging_dir: Path | None) -> Path:
-    if staging_dir is None and isinstance(repo, FileRepository):
-        path = repo.root / "staging" / backup_id  # same filesystem: objects are hard-linked, not copied
-        path.mkdir(parents=True)
-        return path
-    return Path(tempfile.mkdtemp(prefix=f"pgdrill-{backup_id}-", dir=staging_dir))
 
 
 def _take(record: BackupRecord, *, dsn: str, repo: Repository, pg: PgBin, state: Any, parent: BackupRecord | None,

@@ -63,6 +63,8 @@ def pg_for(args: argparse.Namespace) -> Any:
 def add_repo(sub: argparse.ArgumentParser) -> None:
     """Add --repo."""
     sub.add_argument("--repo", required=True, help="repository URL (file:///path or s3://bucket/prefix)")
+    sub.add_argument("--s3-timeout", type=float, metavar="SECONDS",
+                     help="S3: deadline of one request with its retries (default $PGDRILL_S3_TIMEOUT, else 20)")  # fmt: skip
 
 
 def add_key(sub: argparse.ArgumentParser) -> None:

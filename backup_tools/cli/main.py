@@ -7,6 +7,7 @@ builds a parser with only those two verbs (PostgreSQL starts one process per WAL
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -59,11 +60,32 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def warn_password_on_argv(verb: str, dsn: str) -> None:
+    """Warn (never echoing it) when --dsn carries a password: argv is readable by every local user."""
+    from backup_tools.pg.conn import ConnInfo
+
+    try:
+        password = ConnInfo.parse(dsn).password
+    except BackupToolsError:
+        return  # the verb reports the malformed connection string itself
+    if password:
+        print(
+            f"backup-tools {verb}: warning: --dsn carries a password, which every local user can read in the process "
+            "list (ps, /proc/PID/cmdline) while this runs; put it in a password file (~/.pgpass or PGPASSFILE) or a "
+            "libpq service file (service=NAME; ~/.pg_service.conf or PGSERVICEFILE) and drop it from --dsn",
+            file=sys.stderr,
+        )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one verb; print one actionable line on failure and return the exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)
     one = argv[0] if argv and argv[0] in _GROUPS and not {"-h", "--help"} & set(argv) else None
     args = (build_wal_parser() if one in WAL_VERBS else build_parser(only=one)).parse_args(argv)
+    if getattr(args, "dsn", None):
+        warn_password_on_argv(args.verb, args.dsn)
+    if getattr(args, "s3_timeout", None) is not None:  # every repository this command opens, and its children
+        os.environ["PGDRILL_S3_TIMEOUT"] = str(args.s3_timeout)
     from backup_tools.monitor.audit import audited  # the audit trail: one place for every verb (wal-push/fetch skip it)
 
     with audited(args, argv) as run:

@@ -97,7 +97,9 @@ def _say_locked(locked: dict[str, datetime], log: Callable[[str], Any]) -> None:
 
 
 def _remove_staging(repo: Repository, backup_id: str, log: Callable[[str], Any]) -> None:
-    """Remove staging/<id> a killed backup left in a file:// repository (the next backup would too)."""
-    if isinstance(repo, FileRepository) and (stale := repo.root / "staging" / backup_id).exists():
+    """Remove staging/<id>-* a killed backup left in a file:// repository (the next backup would too)."""
+    if not isinstance(repo, FileRepository):
+        return
+    for stale in (repo.root / "staging").glob(f"{backup_id}*"):
         log(f"### Removing {stale}, left by a backup that was killed")
         shutil.rmtree(stale, ignore_errors=True)

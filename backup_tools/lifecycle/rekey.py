@@ -8,9 +8,11 @@ whole with one atomic overwrite (file://: temp file + rename; S3: one PUT replac
 moment it is wrapped by the old key or by the new one, never by neither. Objects the new key already wraps
 are skipped: a killed rekey resumes when run again with the same options. Runs under the repository lock.
 
-Afterwards only the new key opens the repository. Switch archive_command's key file before a rekey (WAL
-pushed meanwhile with the old key stays wrapped by it until the next rekey); copies in other repositories
-and earlier object versions in a versioned bucket keep the old wrapping until they are rekeyed or expire.
+Afterwards only the new key opens the repository. rekey first records the new key id as the repository's
+encryption policy (encpolicy.py): from then on writes with the old key are refused (exit 3), so switch
+archive_command's key file right after starting the rekey (PostgreSQL keeps retrying the refused WAL
+files, which stay in pg_wal until then). Copies in other repositories and earlier object versions in a
+versioned bucket keep the old wrapping until they are rekeyed or expire.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from backup_tools.errors import BackupToolsError, EncryptionKeyError
 from backup_tools.repo.base import BACKUPS, CHUNK, WAL, Repository
 from backup_tools.repo.objects import ENVELOPE_MAGIC, read_envelope
 from backup_tools.repo.objstreams import Chain
+from backup_tools.repo.policy import FIELD as POLICY
+from backup_tools.repo.policy import read_identity, record_policy
 from backup_tools.security.keys import KeyWrapper, KmsKey, LocalKey, load_key_file, rewrap
 
 BUCKETS, BUCKET_MANIFEST = "buckets", "manifest.json"
@@ -111,6 +115,9 @@ def rekey(
 
     repo.list(f"{BACKUPS}/")  # a mistyped repository fails here, before lock() would create it
     with repo.lock():
+        identity = read_identity(repo)
+        if not dry_run and (identity or {}).get(POLICY) != target:  # first: from now on writes need the new key
+            record_policy(repo, target, source=f"rekey to {new.wrapping}", identity=identity)
         for key in repo.list(f"{BACKUPS}/"):
             if key.endswith("/" + CATALOG_NAME):
                 record = BackupRecord.from_json(repo.get_bytes(key))

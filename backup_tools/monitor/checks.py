@@ -16,6 +16,7 @@ from backup_tools.repo.objects import read_envelope
 from backup_tools.units import format_bytes, format_seconds
 from backup_tools.wal.archive import check_continuity, wal_names
 from backup_tools.wal.lsn import classify, parse_lsn, parse_segment_name, segment_name
+from backup_tools.wal.verify import listing_problems
 
 Severity = Literal["ok", "warning", "critical"]
 PHYSICAL = ("full", "incremental")
@@ -183,9 +184,16 @@ def check_wal(
 ) -> list[CheckOutcome]:
     """No WAL gap from the oldest kept physical backup on, each backup's own WAL present, archiving not stalled."""
     physical = [r for r in records if r.is_good and r.kind in PHYSICAL and r.start_lsn]
-    names = wal_names(repo)
-    if not physical and not names:
+    names, damaged = listing_problems(repo)  # the cheap part of `verify --wal`: one listing, names and sizes
+    if not physical and not names and not damaged:
         return []
+    if damaged:
+        text = (f"{len(damaged)} object(s) under wal/ are not archived WAL: "
+                + "; ".join(f"{k}: {v}" for k, v in sorted(damaged.items())[:5])
+                + "; run `backup-tools verify --wal` and re-archive or remove them")  # fmt: skip
+        listing = _fail("wal:objects", "critical", text, damaged=damaged)
+    else:
+        listing = _ok("wal:objects", f"{len(names)} archived WAL file name(s) and size(s) look right", count=len(names))
     size = int(physical[0].options.get("wal_segment_size", 16 * 1024 * 1024)) if physical else 16 * 1024 * 1024
     report = check_continuity(repo, wal_segment_size=size, names=names, records=records)
     floor = None
@@ -211,7 +219,7 @@ def check_wal(
     else:
         span = ", ".join(f"timeline {tl}: {a} .. {b}" for tl, (a, b) in sorted(report.timelines.items()))
         out = [_ok("wal:continuity", f"no gap ({span or 'no segments'})", **figures)]
-    return out + [_archiving(repo, names, physical, config, now)]
+    return [listing, *out, _archiving(repo, names, physical, config, now)]
 
 
 def _segment_of(record: BackupRecord, size: int) -> str:
@@ -265,6 +273,21 @@ def check_verified(records: list[BackupRecord], config: MonitorConfig, now: date
     return out
 
 
+def check_encryption(repo: Repository, records: list[BackupRecord], *, newest_wal: int = 32) -> list[CheckOutcome]:
+    """Every backup, and the newest WAL objects' headers, are encrypted as the repository's policy says."""
+    from backup_tools.repo.policy import breaches
+
+    wal_keys = [f"{WAL}/{n}" for n in wal_names(repo)][-newest_wal:]
+    policy, bad = breaches(repo, records, wal_keys)
+    if policy is None:
+        return []
+    if bad:
+        text = (f"{len(bad)} object(s) break the encryption policy ({policy}): {', '.join(bad[:5])}"
+                f"{' …' if len(bad) > 5 else ''}; take a new backup with the policy's key, then prune or rekey")  # fmt: skip
+        return [_fail("encryption", "critical", text, policy=policy, breaches=bad)]
+    return [_ok("encryption", f"backups and the newest WAL follow the policy ({policy})", policy=policy)]
+
+
 def run_checks(repo: Repository, config: MonitorConfig, *, now: datetime | None = None) -> list[CheckOutcome]:
     """Run every check; an unreadable repository is itself a failed check (so it can be alerted on)."""
     from backup_tools.monitor.coverage import check_buckets, check_capacity, check_repo_drills, check_restore_tested
@@ -276,6 +299,7 @@ def run_checks(repo: Repository, config: MonitorConfig, *, now: datetime | None 
         results += check_sizes(records, config) + check_wal(repo, records, config, now)
         results += check_verified(records, config, now) + check_restore_tested(records, config, now)
         results += check_buckets(repo, config, now) + check_capacity(repo, config)
+        results += check_encryption(repo, records)
     except UsageError:
         raise
     except BackupToolsError as e:

@@ -132,6 +132,15 @@ class Repository(ABC):
     def lock(self, name: str = "repo") -> Iterator[None]:
         """Hold an exclusive lock on the repository; a second holder fails fast."""
 
+    @contextmanager
+    def cleanup(self) -> Iterator[None]:
+        """Clean-up after a failure runs in here: remote repositories give each request a short deadline."""
+        yield
+
+    def list_sizes(self, prefix: str) -> dict[str, int]:
+        """Keys under a prefix with their stored sizes (objects deleted meanwhile are left out)."""
+        return {k: n for k in self.list(prefix) if (n := self.stat(k)) is not None}
+
     def put_bytes(self, key: str, data: bytes, *, overwrite: bool = False) -> ObjectInfo:
         """Store a small object."""
         return self.put_stream(key, io.BytesIO(data), overwrite=overwrite)

@@ -7,7 +7,6 @@ system identifier read from the segment's page header; wal-fetch verifies all of
 
 from __future__ import annotations
 
-import json
 import os
 import struct
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from backup_tools.repo.objects import (
     store_object,
     unseal_envelope,
 )
+from backup_tools.repo.policy import IDENTITY_KEY, enforce, read_identity  # noqa: F401  (IDENTITY_KEY re-exported)
 from backup_tools.wal.lsn import (
     WalGap,
     classify,
@@ -41,7 +41,6 @@ from backup_tools.wal.lsn import (
 # PostgreSQL aborts recovery when restore_command exits above 125 (as for a signal), instead of
 # treating the failure as "end of archive" and promoting early with data missing.
 WAL_FETCH_ABORT_EXIT = 200
-IDENTITY_KEY = "identity.json"
 _LONG_HEADER = struct.Struct("<HHIQIIQII")  # magic, info, tli, pageaddr, rem_len, pad, sysid, seg_size, blcksz
 XLP_LONG_HEADER = 0x0002
 WAL_MAGIC_RANGE = (0xD100, 0xD1FF)  # XLOG_PAGE_MAGIC changes with each major (0xD10D in 14 .. 0xD118 in 18)
@@ -122,19 +121,9 @@ def check_segment_header(
     return header
 
 
-def read_identity(repo: Repository) -> dict[str, Any] | None:
-    """The repository's identity.json (system identifier, major), None before the first backup; old bytes reprs read."""
-    if not repo.exists(IDENTITY_KEY):
-        return None
-    doc = json.loads(repo.get_bytes(IDENTITY_KEY))
-    doc["system_identifier"] = clean_system_identifier(doc.get("system_identifier"))
-    return doc
-
-
 def repo_system_identifier(repo: Repository) -> str | None:
     """The system identifier this repository belongs to (set by its first backup), if any."""
-    doc = read_identity(repo)
-    return doc["system_identifier"] if doc else None
+    return (read_identity(repo) or {}).get("system_identifier")
 
 
 def wal_push(
@@ -147,15 +136,26 @@ def wal_push(
         raise UsageError(f"{wal_path} is not a file; archive_command must pass %p (the path of the WAL file)")
     if wal is None or wal.suffix:
         raise UsageError(f"{name} is not a WAL file name; archive_command must pass %p, not another file")
+    identity = read_identity(repo)
+    owner = (identity or {}).get("system_identifier")
+    sysid = None
+    if wal.kind in ("segment", "partial"):
+        with open(wal_path, "rb") as f:
+            head, size = f.read(_LONG_HEADER.size), os.fstat(f.fileno()).st_size
+        sysid = segment_system_identifier(wal_path)
+        if sysid and owner and sysid != owner:
+            raise RepositoryError(
+                f"{name} comes from database system {sysid}, but {repo.url} belongs to system {owner}; "
+                "refusing to mix clusters in one archive: give this cluster its own repository"
+            )
+        try:  # a segment of the cluster's segment size whose first page header matches its name
+            check_segment_header(name, head, size=size, system_identifier=None, where=str(wal_path))
+        except IntegrityError as e:
+            raise UsageError(f"{e}; nothing was archived: archive_command must pass %p, the server's own file") from e
+    sealing = new_sealing(key_file)
+    enforce(repo, sealing.meta if sealing else None, what=f"archive {name}", identity=identity)
     key = f"{WAL}/{name}"
     local_sha = sha256_of(wal_path)[1]
-    sysid = segment_system_identifier(wal_path) if wal.kind in ("segment", "partial") else None
-    owner = repo_system_identifier(repo)
-    if sysid and owner and sysid != owner:
-        raise RepositoryError(
-            f"{name} comes from database system {sysid}, but {repo.url} belongs to system {owner}; "
-            "refusing to mix clusters in one archive: give this cluster its own repository"
-        )
     if repo.exists(key):
         return _already_archived(repo, key, wal_path, local_sha, key_file=key_file)
     envelope = {"name": name, "system_identifier": sysid, "pushed_at": datetime.now(UTC).isoformat()}
@@ -163,7 +163,7 @@ def wal_push(
         compression = "none"  # small text files: keep them readable
     try:
         stored = store_object(
-            repo, key, wal_path, codec=compression, sealing=new_sealing(key_file), scope="wal", envelope=envelope,
+            repo, key, wal_path, codec=compression, sealing=sealing, scope="wal", envelope=envelope,
             sha256=local_sha,
         )  # fmt: skip
     except RepositoryError:

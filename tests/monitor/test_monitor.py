@@ -52,7 +52,7 @@ def test_fresh_healthy_repository_passes_every_check(history):
     assert failed(results) == []
     assert set(results) == {"freshness:logical", "freshness:physical", "failures:logical", "failures:physical",
                             "stuck", "size:logical", "size:full", "wal:continuity", "wal:archiving", "verified:logical",
-                            "verified:physical", "restore_tested:logical", "restore_tested:physical", "capacity"}  # fmt: skip
+                            "verified:physical", "restore_tested:logical", "restore_tested:physical", "capacity", "encryption", "wal:objects"}  # fmt: skip
     assert results["freshness:logical"].figures["age_seconds"] == pytest.approx(2 * 3600 - 300)
     assert all(r.severity == "ok" and r.line().startswith("OK ") for r in results.values())
 
@@ -375,7 +375,7 @@ def test_cli_prints_one_line_per_check_and_exit_codes(tmp_path, capsys):
     assert main(["check", "--repo", live.url, "--config", str(roomy)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[1] for line in lines] == ["freshness:logical:", "failures:logical:", "stuck:", "size:logical:",
-                                                   "verified:logical:", "restore_tested:logical:", "capacity:"]  # fmt: skip
+                                                   "verified:logical:", "restore_tested:logical:", "capacity:", "encryption:"]  # fmt: skip
     assert all(line.startswith("OK ") for line in lines)
     assert main(["check", "--repo", live.url, "--config", str(roomy), "--max-age", "1h", "--json"]) == 1
     doc = json.loads(capsys.readouterr().out)

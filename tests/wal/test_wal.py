@@ -37,9 +37,12 @@ def segment_header(name: str, *, sysid: int = 7311111111111111111) -> bytes:
     return struct.pack("<HHIQIIQII", 0xD118, 0x0002, seg.timeline, seg.start_lsn, 0, 0, sysid, SEGMENT_SIZE, 8192)
 
 
-def fake_segment(path: Path, *, sysid: int = 7311111111111111111, fill: bytes = b"x", header_of: str = "") -> Path:
-    """A file shaped like WAL segment path.name (or header_of): its long page header, some data, zeros."""
-    path.write_bytes((segment_header(header_of or path.name, sysid=sysid) + fill * 100_000).ljust(SEGMENT_SIZE, b"\0"))
+def fake_segment(path: Path, *, sysid: int = 7311111111111111111, fill: bytes = b"x", header_of: str = "",
+                 size: int = SEGMENT_SIZE) -> Path:  # fmt: skip
+    """A file shaped like WAL segment path.name (or header_of): its long page header, some data, zeros to size."""
+    with open(path, "wb") as f:
+        f.write(segment_header(header_of or path.name, sysid=sysid) + fill * 100_000)
+        f.truncate(size)  # sparse: the rest reads as zeros, like a segment's unused pages
     return path
 
 
@@ -223,8 +226,8 @@ def test_fetch_refuses_content_of_another_segment_behind_a_matching_envelope(rep
 
 
 def test_fetch_refuses_wal_of_another_system_than_the_repository(repo, tmp_path):
-    wal_push(fake_segment(tmp_path / SEG, sysid=42), repo=repo)  # archived before the repository had an identity
-    repo.put_bytes(IDENTITY_KEY, b'{"system_identifier": "99", "pg_major": 18}')
+    wal_push(fake_segment(tmp_path / SEG, sysid=42), repo=repo)  # before a backup claimed the repository
+    repo.put_bytes(IDENTITY_KEY, b'{"system_identifier": "99", "pg_major": 18}', overwrite=True)
     with pytest.raises(IntegrityError, match="archived from database system 42, but the repository belongs to 99"):
         wal_fetch(SEG, tmp_path / "x", repo=repo)
     repo.put_bytes(IDENTITY_KEY, b'{"system_identifier": "b\'42\'", "pg_major": 18}', overwrite=True)  # SQL_ASCII bug

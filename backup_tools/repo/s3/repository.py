@@ -23,6 +23,7 @@ from botocore.exceptions import ClientError
 from backup_tools.catalog import CATALOG_NAME, BackupRecord
 from backup_tools.errors import DocumentMissing, RepositoryError, UsageError
 from backup_tools.repo.base import BACKUPS, ObjectInfo, Repository, _is_stale
+from backup_tools.repo.s3.deadline import CLEANUP_SECONDS, TIMEOUT_ENV, Deadline, DeadlineExceeded, timeout_seconds
 from backup_tools.repo.s3.io import BOTO, HashingSource, ResumingBody, error_code, no_clobber, read_full
 
 MiB = 1 << 20
@@ -59,7 +60,8 @@ class S3Repository(Repository):
         lock_mode: str = "COMPLIANCE",
         attempts: int = 3,
         connect_timeout: float = 2.0,
-        read_timeout: float = 30.0,
+        read_timeout: float | None = None,
+        timeout: float | None = None,
         part_size: int = 32 * MiB,  # objects up to 10,000 parts: 320 GB by default
         max_concurrency: int = 4,
         lock_stale_after: float = 6 * 3600,
@@ -71,7 +73,9 @@ class S3Repository(Repository):
         self.bucket, self.prefix = bucket, prefix.strip("/")
         self.url = f"s3://{bucket}/{self.prefix}".rstrip("/")
         self.storage_class, self.lock_mode, self.attempts = storage_class, lock_mode, attempts
-        self.read_timeout, self.lock_stale_after = read_timeout, lock_stale_after
+        self.timeout = timeout_seconds(timeout)  # one request with all its attempts (s3deadline.py)
+        self.read_timeout = read_timeout or self.timeout / attempts
+        self.lock_stale_after = lock_stale_after
         self.restore_days, self.restore_tier = restore_days, restore_tier
         self.transfer = TransferConfig(  # memory: about (max_concurrency + 1) * part_size; no disk staging
             multipart_threshold=part_size,
@@ -80,25 +84,53 @@ class S3Repository(Repository):
         )
         self.transfer.max_in_memory_upload_chunks = max_concurrency  # s3transfer knob boto3 does not expose
         custom = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        addressing = {"addressing_style": "path" if custom else "auto"}
         config = Config(
             retries={"total_max_attempts": attempts, "mode": "standard"},
-            connect_timeout=connect_timeout,
-            read_timeout=read_timeout,
-            s3={"addressing_style": "path" if custom else "auto"},
+            connect_timeout=min(connect_timeout, self.read_timeout),
+            read_timeout=self.read_timeout,
+            s3=addressing,
         )
+        short = Config(  # clean-up after a failure: one attempt, a short deadline of its own
+            retries={"total_max_attempts": 1}, connect_timeout=min(connect_timeout, CLEANUP_SECONDS),
+            read_timeout=CLEANUP_SECONDS, s3=addressing,
+        )  # fmt: skip
         key_id, secret = credentials or (None, None)
         session = boto3.Session(aws_access_key_id=key_id, aws_secret_access_key=secret, region_name=region)
         # endpoint_url=None lets botocore resolve AWS_ENDPOINT_URL(_S3) itself (botocore >= 1.31)
-        self._c = session.client("s3", endpoint_url=endpoint_url, config=config)
-        self._c_new = session.client("s3", endpoint_url=endpoint_url, config=config)
-        self._c_new.meta.events.register("before-parameter-build.s3.PutObject", no_clobber)
-        self._c_new.meta.events.register("before-parameter-build.s3.CompleteMultipartUpload", no_clobber)
+        self._clients: dict[bool, tuple[Any, Any]] = {}
+        for cleanup, cfg, deadline in ((False, config, self.timeout), (True, short, CLEANUP_SECONDS)):
+            plain, new = (Deadline(deadline).install(session.client("s3", endpoint_url=endpoint_url, config=cfg))
+                          for _ in range(2))  # fmt: skip
+            new.meta.events.register("before-parameter-build.s3.PutObject", no_clobber)
+            new.meta.events.register("before-parameter-build.s3.CompleteMultipartUpload", no_clobber)
+            self._clients[cleanup] = (plain, new)
+        self._cleanup = False
         parsed = urlparse(self._c.meta.endpoint_url)
         self.endpoint = f"{parsed.scheme}://{parsed.hostname}" + (f":{parsed.port}" if parsed.port else "")
         self._bucket_ok = False
         self.placement: Any = (
             None  # a placement.Placement for backup objects (backup/copy --storage-class, --lock-days)
         )
+
+    @property
+    def _c(self) -> Any:
+        """The S3 client (the short-deadline one inside cleanup())."""
+        return self._clients[self._cleanup][0]
+
+    @property
+    def _c_new(self) -> Any:
+        """The S3 client whose PUTs never replace an existing object."""
+        return self._clients[self._cleanup][1]
+
+    @contextmanager
+    def cleanup(self) -> Iterator[None]:
+        """Run clean-up after a failure with the short deadline (CLEANUP_SECONDS, one attempt) per request."""
+        before, self._cleanup = self._cleanup, True
+        try:
+            yield
+        finally:
+            self._cleanup = before
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> S3Repository:
@@ -131,10 +163,15 @@ class S3Repository(Repository):
                     "retry later and check the service's health"
                 )
             return RepositoryError(f"{code or status}: {where}: {e.response.get('Error', {}).get('Message', '')}")
-        if isinstance(e, bx.ReadTimeoutError):
+        if isinstance(e, bx.ReadTimeoutError | DeadlineExceeded):
+            wait, tries, deadline = (
+                (CLEANUP_SECONDS, 1, CLEANUP_SECONDS)
+                if self._cleanup
+                else (self.read_timeout, self.attempts, self.timeout)
+            )
             return RepositoryError(
-                f"no answer within {self.read_timeout:g}s, {self.attempts} attempts: {where}; "
-                "the endpoint is overloaded or hanging: retry later"
+                f"no answer within {wait:g}s, {tries} attempts (deadline {deadline:g}s): {where}; the endpoint is "
+                f"overloaded or hanging: retry later (--s3-timeout / {TIMEOUT_ENV} sets the deadline)"
             )
         if isinstance(e, bx.EndpointConnectionError | bx.ConnectTimeoutError):
             return RepositoryError(
@@ -286,6 +323,10 @@ class S3Repository(Repository):
             raise self._fail(e, f"listing {prefix or '/'}") from e
         return sorted(ListedObject(o["Key"][len(base) :], int(o["Size"]), o["ETag"].strip('"')) for o in found)
 
+    def list_sizes(self, prefix: str) -> dict[str, int]:
+        """Keys under a prefix with their sizes, from the listing itself (no request per object)."""
+        return {o.key: o.size for o in self.list_with_etags(prefix)}
+
     def delete(self, key: str) -> None:
         """Delete an object (in a versioned bucket this adds a delete marker; older versions stay)."""
         try:
@@ -333,7 +374,8 @@ class S3Repository(Repository):
         try:
             yield
         finally:
-            self._delete_if(full, etag)
+            with self.cleanup():  # a hanging endpoint must not hold the command: the lock goes stale instead
+                self._delete_if(full, etag)
 
     def _lock_holder(self, full: str) -> tuple[dict, str | None, float]:
         """The lock's owner record, ETag and age in seconds (server clock, 1 s resolution)."""
