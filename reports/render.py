@@ -172,11 +172,14 @@ def summary_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         groups.setdefault(key, []).append(record)
     rows = []
     for group in groups.values():
-        row = worst(group)
+        ran = [r for r in group if r["verdict"] != "skip"]
+        row = worst(ran or group)  # a skipped case does not hide the verdict of the cases that ran
         row["cases"] = [case_label(r) for r in group]
-        reasons = [(r.get("case"), why(r)) for r in group if why(r)]
         multi = len(group) > 1
+        reasons = [(r.get("case"), why(r)) for r in (ran or group) if why(r)]
         row["why"] = " | ".join(f"[{case}] {text}" if multi and case else text for case, text in reasons)
+        skipped = [(r.get("case"), why(r)) for r in group if ran and r["verdict"] == "skip"]
+        row["skipped"] = " | ".join(f"[{case}] {text}" if case else text for case, text in skipped)
         rows.append(row)
     return rows
 
@@ -277,7 +280,9 @@ def render_summary(records: list[dict[str, Any]], *, run_id: str) -> str:
             f"<td><b>{escape(row['scenario'])}</b></td><td>{escape(str(row['method']))}"
             + (f'<br><span class="pgdrill-muted">{escape(cases)}</span>' if cases else "")
             + f"</td><td>{source_label(row)}</td><td>{rto_cell(row)}</td><td>{rpo_cell(row)}</td><td>{lost(row)}</td>"
-            f'<td class="pgdrill-why">{escape(row["why"])}</td></tr>'
+            f'<td class="pgdrill-why">{escape(row["why"])}'
+            + (f'<div class="pgdrill-muted">skipped: {escape(row["skipped"])}</div>' if row["skipped"] else "")
+            + "</td></tr>"
         )
     return (
         f'<section id="pgdrill-summary-section">{headline(records)}'

@@ -242,3 +242,11 @@ def test_data_age_rpo_is_named_and_judged_only_against_a_non_zero_target():
     gate = {**aged, "scenario": "predeploy-rollback", "target_rpo_seconds": 0.0}
     cell = "".join(row_cells(gate))
     assert "not judged: the target is about lost commits" in cell and "pgdrill-miss" not in cell
+
+
+def test_a_skipped_case_does_not_hide_the_cases_that_ran():
+    rows = summary_rows([record(case="drop-table"), record(case="on-image", verdict="skip", reason="no image")])
+    assert rows[0]["verdict"] == "pass" and rows[0]["why"] == "" and rows[0]["skipped"] == "[on-image] no image"
+    html = render_summary([record(case="drop-table"), record(case="on-image", verdict="skip", reason="no image")],
+                          run_id="r1")  # fmt: skip
+    assert '<tr class="pgdrill-row-pass">' in html and "skipped: [on-image] no image" in html
