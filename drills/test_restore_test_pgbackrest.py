@@ -5,7 +5,7 @@ import json
 import pytest
 
 from fixtures.drill import TEAM_BACKUP
-from fixtures.pgbackrest import PgBackRestError, Stanza, binaries_for, config_user, prepare_copy
+from fixtures.pgbackrest import PgBackRestError, Stanza, binaries_for, config_user, prepare_copy, repo_location
 from fixtures.teamsource import check_restored
 
 
@@ -31,7 +31,7 @@ def test_restore_the_teams_pgbackrest_stanza(pytestconfig, stanza, drill, make_c
         pg = binaries_for(stanza.major(info), pg_bin, stanza.label)
     except PgBackRestError as e:
         pytest.fail(f"restore-test/source-pgbackrest: {e}", pytrace=False)
-    drill.set_source(TEAM_BACKUP, kind="pgbackrest", location=stanza.label, backup=chosen.label,
+    drill.set_source(TEAM_BACKUP, kind="pgbackrest", location=repo_location(stanza.config, stanza.name), backup=chosen.label,
                      created_at=chosen.stopped)  # fmt: skip
     before = [b.label for b in stanza.backups(info)]
 

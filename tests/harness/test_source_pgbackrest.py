@@ -63,6 +63,7 @@ def test_the_stanza_restores_with_wal_replayed_and_team_checks(stanza, tmp_path)
     assert done.returncode == 0, done.stdout[-3000:]
     assert record["verdict"] == "pass" and record["rto_seconds"] > 0
     assert record["source"]["kind"] == "pgbackrest" and record["data_source"] == "team-backup"
+    assert record["source"]["location"] == f"file://{repo}#stanza={STANZA}"
     assert record["rpo_basis"] == "data age" and record["rpo_seconds"] < record["notes"]["data_age"]["backup_age_seconds"]
     assert all(c["passed"] for c in record["checks"]) and any(c["name"] == "team: enough users" for c in record["checks"])
     assert snapshot(repo) == before, "the pgBackRest repository changed"
