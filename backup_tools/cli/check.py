@@ -35,6 +35,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     from backup_tools.monitor.alerts import deliver, receivers_from_config
     from backup_tools.monitor.checks import run_checks
     from backup_tools.monitor.config import MonitorConfig
+    from backup_tools.monitor.residency import check_outcome
     from backup_tools.repo.base import open_repository
     from backup_tools.units import parse_duration
 
@@ -50,6 +51,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     repo = open_repository(args.repo)
     now = datetime.now(UTC)
     results = run_checks(repo, config, now=now)
+    results += [r for r in [check_outcome(repo, getattr(args, "allowed_regions", None))] if r]  # residency
     if not args.json:
         for result in results:
             print(result.line())

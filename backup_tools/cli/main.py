@@ -39,9 +39,10 @@ _GROUPS = {  # verb -> (module, function adding its group); main() builds only t
     "rekey": ("cli.rekey", "add_key_parsers"),
     "audit": ("cli.audit", "add_audit_parser"),
     "storage-policy": ("cli.storage_policy", "add_storage_policy_parser"),
+    "cloud-check": ("cli.cloud_check", "add_cloud_check_parser"),
 }
 # --help lists the groups in this order
-_ORDER = ("backup", "wal-push", "list", "restore", "verify", "evidence", "copy", "rekey", "audit", "storage-policy")
+_ORDER = ("backup", "wal-push", "list", "restore", "verify", "evidence", "copy", "rekey", "audit", "storage-policy", "cloud-check")
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -87,9 +88,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "s3_timeout", None) is not None:  # every repository this command opens, and its children
         os.environ["PGDRILL_S3_TIMEOUT"] = str(args.s3_timeout)
     from backup_tools.monitor.audit import audited  # the audit trail: one place for every verb (wal-push/fetch skip it)
+    from backup_tools.repo.residency import guard
 
     with audited(args, argv) as run:
         try:
+            guard(args)  # residency: backup and copy refuse a repository outside the allowed regions
             run.code = args.func(args)
         except BackupToolsError as e:
             verb = args.verb if args.verb != "evidence" else f"evidence {args.evidence_verb}"

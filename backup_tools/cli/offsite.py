@@ -43,6 +43,7 @@ def cmd_copy(args: argparse.Namespace) -> int:
 
 def add_copy_parser(verbs: argparse._SubParsersAction) -> None:
     """Add `copy` to the backup-tools parser."""
+    from backup_tools.cli.common import add_allowed_regions
     c = verbs.add_parser(
         "copy", help="copy backups and their WAL to another repository (DR region, 3-2-1), verified there",
         description="Copy backups byte for byte (no key needed) and the WAL from their start through the newest; "
@@ -50,6 +51,7 @@ def add_copy_parser(verbs: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     c.add_argument("--repo", required=True, help="source repository URL (file:///path or s3://bucket/prefix)")
     c.add_argument("--to-repo", required=True, help="destination repository URL")
+    add_allowed_regions(c)
     c.add_argument("--backup", default="latest", metavar="ID", help="backup id, 'latest' (default) or 'all'")
     c.add_argument("--all-wal", action="store_true", help="copy every archived WAL file, not only from the backups on")
     c.add_argument("--json", action="store_true", help="print the result (counts, copy lag) as JSON")
