@@ -40,9 +40,10 @@ _GROUPS = {  # verb -> (module, function adding its group); main() builds only t
     "audit": ("cli.audit", "add_audit_parser"),
     "storage-policy": ("cli.storage_policy", "add_storage_policy_parser"),
     "cloud-check": ("cli.cloud_check", "add_cloud_check_parser"),
+    "erasure": ("cli.erasure", "add_erasure_parser"),
 }
 # --help lists the groups in this order
-_ORDER = ("backup", "wal-push", "list", "restore", "verify", "evidence", "copy", "rekey", "audit", "storage-policy", "cloud-check")
+_ORDER = ("backup", "wal-push", "list", "restore", "verify", "evidence", "copy", "rekey", "audit", "storage-policy", "cloud-check", "erasure")
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:

@@ -39,10 +39,17 @@ def target_from(args: argparse.Namespace) -> RecoveryTarget | None:
 
 def cmd_restore(args: argparse.Namespace) -> int:
     """Restore a backup into a directory (physical) or a database (logical)."""
+    from backup_tools.cli.erasure import prepare_replay
+
+    erase = prepare_replay(args)  # an unreachable erasure ledger fails here, before anything is restored
     repo = open_repository(args.repo)
     target = target_from(args)
     if args.dsn:
-        return _restore_logical(args, repo, target)
+        return _restore_logical(args, repo, target, erase)
+    if erase and not (args.start and args.erasure_dbname):
+        raise UsageError(
+            "a physical restore replays erasures into the started server: add --start and --erasure-dbname"
+        )
     if args.table or args.jobs != 1:
         raise UsageError(
             "--table and --jobs apply to logical restores (--dsn); a physical restore (--to) takes neither"
@@ -60,11 +67,13 @@ def cmd_restore(args: argparse.Namespace) -> int:
         started = start_restored(result.data_dir, pg=pg, port=args.port, socket_dir=Path(args.socket_dir),
                                  target=target, log=log)  # fmt: skip
         log(f"### Restored server {started.outcome} after {started.seconds:.1f} s; log: {started.logfile}")
+        if erase:
+            erase(f"host={args.socket_dir} port={args.port} dbname={args.erasure_dbname} user={args.erasure_user}")
     print(result.backup_id)
     return 0
 
 
-def _restore_logical(args: argparse.Namespace, repo: Repository, target: RecoveryTarget | None) -> int:
+def _restore_logical(args: argparse.Namespace, repo: Repository, target: RecoveryTarget | None, erase: Any) -> int:
     from backup_tools.restore.logical import find_logical_backup, restore_logical
 
     if args.backup == "latest" and target is not None and target.time is not None:
@@ -80,6 +89,8 @@ def _restore_logical(args: argparse.Namespace, repo: Repository, target: Recover
     request_restores(repo, [chosen], log=log)
     restore_logical(repo, chosen.id, args.dsn, tables=args.table or (), jobs=args.jobs, key_file=args.key_file,
                     no_owner=args.no_owner, create_roles=args.create_roles, pg=pg_for(args), log=log)  # fmt: skip
+    if erase:
+        erase(args.dsn)
     print(chosen.id)
     return 0
 
@@ -137,6 +148,12 @@ def add_restore_parsers(verbs: Any) -> None:
     r.add_argument(
         "--table", action="append", metavar="NAME", help="logical only: restore only this table (repeatable)"
     )
+    r.add_argument(
+        "--erasure-ledger", metavar="URL", help="replay this GDPR erasure ledger before the restore is ready"
+    )
+    r.add_argument("--erasure-config", metavar="FILE", help="[erasure] key_file and targets for --erasure-ledger")
+    r.add_argument("--erasure-dbname", metavar="DB", help="physical --start: the database to replay erasures in")
+    r.add_argument("--erasure-user", default="postgres", metavar="ROLE", help="physical --start: role for the replay")
     add_key(r)
     add_pgbin(r)
     t = add_verb(verbs, "restore-table", cmd_restore_table,

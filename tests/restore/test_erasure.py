@@ -1,0 +1,119 @@
+"""GDPR erasure ledger and replay: a restore of a backup taken before an erasure does not bring the subject back."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from backup_tools.security.keys import generate_key_file_text
+from tests.support.repo_ops import run_cli
+
+pytestmark = pytest.mark.integration
+
+SUBJECT = "alice@example.org"
+
+
+@pytest.fixture
+def world(make_cluster, tmp_path):
+    cluster = make_cluster("gdpr")
+    cluster.init()
+    cluster.start()
+    for db in ("app", "restored", "unerased", "refused"):
+        cluster.safe_sql(f"CREATE DATABASE {db}")
+    cluster.safe_sql(
+        "CREATE SCHEMA app; CREATE TABLE app.users (id int PRIMARY KEY, email text UNIQUE, name text);"
+        "CREATE TABLE app.documents (id int PRIMARY KEY, owner_email text REFERENCES app.users (email), body text);"
+        f"INSERT INTO app.users VALUES (1, '{SUBJECT}', 'Alice'), (2, 'bob@example.org', 'Bob'), (3, NULL, 'Anon');"
+        f"INSERT INTO app.documents VALUES (1, '{SUBJECT}', 'lease'), (2, '{SUBJECT}', 'payslip'), (3, 'bob@example.org', 'cv')",
+        dbname="app",
+    )  # fmt: skip
+    key = tmp_path / "erasure.key"
+    key.write_text(generate_key_file_text())
+    key.chmod(0o600)
+    config = tmp_path / "erasure.toml"
+    config.write_text('[erasure]\nkey_file = "erasure.key"\n'
+                      '[[erasure.targets]]\ntable = "app.documents"\ncolumn = "owner_email"\n'
+                      '[[erasure.targets]]\ntable = "app.users"\ncolumn = "email"\n')  # fmt: skip
+    (tmp_path / "repo").mkdir()
+    (tmp_path / "ledger").mkdir()
+    return cluster, config, f"file://{tmp_path / 'repo'}", f"file://{tmp_path / 'ledger'}"
+
+
+def emails(cluster, db: str) -> list:
+    return [r[0] for r in cluster.safe_sql("SELECT email FROM app.users ORDER BY id", dbname=db)]
+
+
+def test_a_restore_replays_the_ledger_before_ready_and_an_unreachable_ledger_restores_nothing(world, tmp_path):
+    cluster, config, repo, ledger = world
+    # Given a backup taken before the erasure, then the erasure request (recorded, and applied to the live data)
+    backup = run_cli("backup", "--dsn", cluster.dsn_for("app"), "--repo", repo, "--kind", "logical")
+    assert backup.returncode == 0, backup.stderr
+    recorded = run_cli("erasure", "record", "--ledger", ledger, "--config", str(config), "--subject", SUBJECT)
+    assert recorded.returncode == 0, recorded.stderr
+    stored = b"".join(p.read_bytes() for p in (tmp_path / "ledger").rglob("*.json"))
+    assert SUBJECT.encode() not in stored and b"alice" not in stored.lower()
+    assert run_cli("erasure", "replay", "--ledger", ledger, "--config", str(config), "--dsn",
+                   cluster.dsn_for("app")).returncode == 0  # fmt: skip
+    assert emails(cluster, "app") == ["bob@example.org", None]
+
+    # When the old backup is restored with the ledger, the subject's rows are gone before the restore returns
+    done = run_cli("restore", "--repo", repo, "--dsn", cluster.dsn_for("restored"), "--erasure-ledger", ledger,
+                   "--erasure-config", str(config))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "### Erasure replay: 2 row(s) removed from app.documents" in done.stderr
+    assert emails(cluster, "restored") == ["bob@example.org", None]
+    assert cluster.safe_sql("SELECT body FROM app.documents ORDER BY id", dbname="restored") == [("cv",)]
+
+    # without the ledger the same restore brings the subject back: the replay is what removes it
+    assert run_cli("restore", "--repo", repo, "--dsn", cluster.dsn_for("unerased")).returncode == 0
+    assert SUBJECT in emails(cluster, "unerased")
+
+    # a second replay finds nothing left to remove
+    again = run_cli(
+        "erasure", "replay", "--ledger", ledger, "--config", str(config), "--dsn", cluster.dsn_for("restored")
+    )
+    assert json.loads(again.stdout) == {"requests": 1, "removed": {"app.documents": 0, "app.users": 0}}
+
+    # an unreachable ledger fails the restore before anything is restored
+    gone = run_cli("restore", "--repo", repo, "--dsn", cluster.dsn_for("refused"), "--erasure-ledger",
+                   f"file://{tmp_path / 'no-ledger'}", "--erasure-config", str(config))  # fmt: skip
+    assert gone.returncode == 1 and "erasure ledger" in gone.stderr and "not ready" in gone.stderr
+    assert cluster.safe_sql("SELECT count(*) FROM pg_namespace WHERE nspname = 'app'", dbname="refused") == [(0,)]
+
+
+def test_a_physical_restore_replays_into_the_started_server(make_cluster, tmp_path, world):
+    _, config, _, ledger = world
+    from backup_tools.pg.ports import free_port
+
+    repo = tmp_path / "phys"
+    repo.mkdir()
+    primary = make_cluster("gdpr-primary")
+    primary.init(has_archiving=True, archive_url=f"file://{repo}")
+    primary.start()
+    primary.safe_sql(f"CREATE SCHEMA app; CREATE TABLE app.users (id int PRIMARY KEY, email text);"
+                     f"CREATE TABLE app.documents (id int, owner_email text);"
+                     f"INSERT INTO app.users VALUES (1, '{SUBJECT}'), (2, 'bob@example.org')")  # fmt: skip
+    assert run_cli("backup", "--dsn", primary.dsn, "--repo", f"file://{repo}", "--kind", "full").returncode == 0
+    assert (
+        run_cli("erasure", "record", "--ledger", ledger, "--config", str(config), "--subject", SUBJECT).returncode == 0
+    )
+    sock, port = tmp_path / "s", free_port()
+    sock.mkdir()
+    missing = run_cli("restore", "--repo", f"file://{repo}", "--to", str(tmp_path / "r0"), "--erasure-ledger", ledger,
+                      "--erasure-config", str(config))  # fmt: skip
+    assert missing.returncode == 2 and "add --start and --erasure-dbname" in missing.stderr
+    done = run_cli("restore", "--repo", f"file://{repo}", "--to", str(tmp_path / "r"), "--target-immediate", "--start",
+                   "--port", str(port), "--socket-dir", str(sock), "--erasure-ledger", ledger, "--erasure-config",
+                   str(config), "--erasure-dbname", "postgres", "--erasure-user", primary.superuser)  # fmt: skip
+    try:
+        assert done.returncode == 0, done.stderr
+        import psycopg
+
+        with psycopg.connect(host=str(sock), port=port, user=primary.superuser, dbname="postgres") as conn:
+            assert conn.execute("SELECT email FROM app.users").fetchall() == [("bob@example.org",)]
+    finally:
+        import subprocess
+
+        subprocess.run([str(primary.pg.tool("pg_ctl")), "-D", str(tmp_path / "r"), "-m", "immediate", "stop"],
+                       capture_output=True, check=False)  # fmt: skip
