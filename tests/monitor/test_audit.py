@@ -43,7 +43,7 @@ def test_every_run_is_a_chained_line_with_no_secret_and_a_failed_backup_is_faile
                   "--repo", repo, "--kind", "logical", env=env)  # fmt: skip
     assert bad.returncode == 1
     assert run_cli("list", "--repo", repo, env=env).returncode == 0
-    assert "warning" not in bad.stderr
+    assert "audit trail" not in bad.stderr
 
     got = lines(tmp_path / "repo")
     assert [(x["seq"], x["verb"], x["outcome"]) for x in got] == [(1, "backup", "ok"), (2, "backup", "failed"),
