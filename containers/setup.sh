@@ -136,6 +136,10 @@ stop_service() {
         fi
     done
     say "stopped $n conmon processes left by containers of $state"
+    # The overlay driver bind-mounts its own directory (private); unmount it so the checkout can be removed.
+    if grep -qF " $state/storage/overlay " /proc/mounts; then
+        umount "$state/storage/overlay" && say "unmounted $state/storage/overlay"
+    fi
 }
 
 case "${1:-}" in
