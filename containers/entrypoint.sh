@@ -1,7 +1,8 @@
 #!/bin/sh
 # The official postgres image's contract: on an empty $PGDATA, initdb with POSTGRES_USER (default postgres),
 # POSTGRES_PASSWORD (required; scram over TCP) and POSTGRES_DB (default: the user), run
-# /docker-entrypoint-initdb.d/*.sql and *.sh, then exec postgres listening on all addresses.
+# /docker-entrypoint-initdb.d/*.sql and *.sh, then exec postgres listening on all addresses. Unlike the official
+# image, replication connections are allowed too (scram), so pg_basebackup can run from the host.
 set -eu
 if [ "${1#-}" != "$1" ]; then
     set -- postgres "$@"
@@ -11,7 +12,8 @@ if [ "$1" != postgres ]; then
 fi
 if [ "$(id -u)" = 0 ]; then
     mkdir -p "$PGDATA"
-    chown postgres:postgres "$PGDATA"
+    # A data directory copied in (a physical restore) belongs to whoever copied it: hand it to postgres.
+    find "$PGDATA" \! -user postgres -exec chown postgres:postgres '{}' +
     chmod 700 "$PGDATA"
     exec setpriv --reuid=postgres --regid=postgres --init-groups "$0" "$@"
 fi
@@ -28,7 +30,7 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
     initdb -D "$PGDATA" --username="$user" --pwfile="$pwfile" --auth-local=trust --auth-host=scram-sha-256 \
         -E UTF8 --locale=C.UTF-8 ${POSTGRES_INITDB_ARGS:-} >/dev/null
     rm -f "$pwfile"
-    echo "host all all all scram-sha-256" >> "$PGDATA/pg_hba.conf"
+    printf 'host all all all scram-sha-256\nhost replication all all scram-sha-256\n' >> "$PGDATA/pg_hba.conf"
     echo "listen_addresses = '*'" >> "$PGDATA/postgresql.conf"
     pg_ctl -D "$PGDATA" -o "-c listen_addresses='' -k /var/run/postgresql" -w start >/dev/null
     if [ "$db" != postgres ]; then

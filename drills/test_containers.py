@@ -1,7 +1,9 @@
 """The same drills with every server in a container of the team's image (--image; restores into --restore-image).
 
 Each test runs the drill body of its module unchanged; only the clusters differ (fixtures.clusters.make_cluster
-makes containers for tests marked `container`). Physical methods need archiving inside the image: not offered yet.
+makes containers for tests marked `container`). `full`: the primary archives into its container, the suite drains
+that to the repository with the host's backup-tools, pg_basebackup runs from the host over TCP, and the restored data
+directory and its WAL are copied into a new container that recovers from them.
 """
 
 import pytest
@@ -29,7 +31,8 @@ def in_containers(drill, body, *args):
 
 
 @pytest.mark.drill("accidental-deletion")
-@pytest.mark.parametrize(("method", "harm"), [pytest.param("logical", deletion.DROP, id="logical-drop-table")],
+@pytest.mark.parametrize(("method", "harm"), [pytest.param("full", deletion.DROP, id="full-drop-table"),
+                                              pytest.param("logical", deletion.DROP, id="logical-drop-table")],
                          indirect=["method"])  # fmt: skip
 def test_restore_to_just_before_the_harmful_commit(protected_primary, method, drill, harm, tmp_path):
     in_containers(drill, deletion.test_restore_to_just_before_the_harmful_commit, protected_primary, method, drill, harm, tmp_path)
