@@ -117,6 +117,15 @@ start_service() {
     say "API service pid $(cat "$state/service.pid") on unix://$socket"
 }
 
+ours_running() {  # ours_running PATH COMM: is a COMM process running whose arguments name PATH?
+    local proc
+    for proc in /proc/[0-9]*; do
+        [ "$(cat "$proc/comm" 2>/dev/null)" = "$2" ] || continue
+        tr '\0' '\n' < "$proc/cmdline" 2>/dev/null | grep -qxF -- "$1" && return 0
+    done
+    return 1
+}
+
 stop_service() {
     local ids pid
     ids=$(podman ps -aq 2>/dev/null || true)
@@ -124,6 +133,10 @@ stop_service() {
     if [ -s "$state/service.pid" ]; then
         pid=$(cat "$state/service.pid")
         kill "$pid" 2>/dev/null && say "stopped API service pid $pid"
+        for _ in $(seq 50); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
         rm -f "$state/service.pid" "$socket"
     fi
     # conmon daemonizes, and each exec session's conmon lingers 300 s after its container is gone (with its pid
@@ -136,7 +149,12 @@ stop_service() {
         fi
     done
     say "stopped $n conmon processes left by containers of $state"
-    # The overlay driver bind-mounts its own directory (private); unmount it so the checkout can be removed.
+    # A stopped conmon runs its exit command (podman container cleanup), which mounts the storage again: wait for
+    # those, then unmount the overlay driver's private bind mount of its directory so the checkout can be removed.
+    for _ in $(seq 50); do
+        ours_running "$state/storage" podman || break
+        sleep 0.2
+    done
     if grep -qF " $state/storage/overlay " /proc/mounts; then
         umount "$state/storage/overlay" && say "unmounted $state/storage/overlay"
     fi
