@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-import tempfile
+import shutil
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,6 +12,7 @@ from typing import IO, Literal
 import psycopg
 
 from backup_tools.backup.physical import check_identity
+from backup_tools.backup.staging import clear_stale, new_staging, staging_root
 from backup_tools.catalog import BackupRecord, FileEntry, new_backup_id
 from backup_tools.errors import BackupToolsError, UsageError
 from backup_tools.pg.bin import PgBin
@@ -19,7 +20,7 @@ from backup_tools.pg.checks import fingerprint, fingerprint_schemas, table_keys
 from backup_tools.pg.conn import ConnInfo, connect, libpq_env, server_info
 from backup_tools.pg.run import check_tool_version, redact, run_pipeline
 from backup_tools.pg.schemadigest import schema_digest
-from backup_tools.repo.base import BACKUPS, Repository
+from backup_tools.repo.base import BACKUPS, FileRepository, Repository
 from backup_tools.repo.compress import SUFFIXES, check_codec
 from backup_tools.repo.objects import Sealing, StoredObject, new_sealing, store_object
 from backup_tools.repo.policy import enforce
@@ -194,11 +195,16 @@ def _store_dump(
         stored.append(FileEntry(name, obj.size, obj.sha256, codec, obj.plain_size, obj.plain_sha256))
 
     if fmt == "directory":
-        with tempfile.TemporaryDirectory(prefix="pgdrill-dump-") as tmp:
-            target = Path(tmp) / DUMP_NAME[fmt]
+        root = staging_root(repo, None)  # 0700; what a killed run left there is removed first (the lock is held)
+        clear_stale(root, locked=isinstance(repo, FileRepository), log=_logger.info)
+        tmp = new_staging(root, backup_id, repo_url=repo.url)
+        try:
+            target = tmp / DUMP_NAME[fmt]
             run_pipeline([[*argv, "--file", str(target)]], env=env, timeout=timeout)
             for path in sorted(target.iterdir()):
                 keep(f"{DUMP_NAME[fmt]}/{path.name}", path)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
         return
     run_pipeline([argv], consumer=lambda out: keep(DUMP_NAME[fmt], out), env=env, timeout=timeout)
 

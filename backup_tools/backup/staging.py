@@ -1,12 +1,12 @@
-"""Staging directories for pg_basebackup's output: private (0700), marked with their owner, removed once stale.
+"""Staging directories: private (0700), marked with their owner, removed once stale.
 
 pg_basebackup writes files, and pg_verifybackup checks them before anything is stored, so a physical
-backup stages its plaintext on local disk while it runs. Where: inside a file:// repository
-(`<repo>/staging/`, on the same filesystem, so unencrypted objects are hard-linked in without a copy),
-else in `<--staging-dir or the temp dir>/pgdrill-staging-<uid>/`. Each backup's directory is 0700 and
-holds `.owner.json` (pid, host, repository). Every backup run first removes what killed runs left, for
-every repository kind: in a repository's own staging area everything (the repository lock is held), in a
-shared staging root the directories of this host whose process is gone.
+backup stages its plaintext on local disk while it runs; so does a directory-format pg_dump. Where:
+inside a file:// repository (`<repo>/staging/`, on the same filesystem, so unencrypted objects are
+hard-linked in without a copy), else in `<--staging-dir or the temp dir>/pgdrill-staging-<uid>/`. Each
+backup's directory is 0700 and holds `.owner.json` (pid, host, repository). Every backup run first
+removes what killed runs left, for every repository kind: in a repository's own staging area everything
+(the repository lock is held), in a shared staging root the directories of this host whose process is gone.
 """
 
 from __future__ import annotations

@@ -18,9 +18,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 from backup_tools.catalog import CATALOG_NAME, BackupRecord
-from backup_tools.errors import BackupToolsError, IntegrityError, RepositoryError, UsageError, VersionMismatch
+from backup_tools.errors import (
+    BackupToolsError,
+    EncryptionKeyError,
+    IntegrityError,
+    RepositoryError,
+    UsageError,
+    VersionMismatch,
+)
 from backup_tools.repo.base import BACKUPS, WAL, Repository, sha256_of
 from backup_tools.repo.objects import read_envelope
+from backup_tools.repo.policy import FIELD as POLICY
 from backup_tools.repo.s3.placement import Placement, is_archived
 from backup_tools.restore.pitr import backup_chain
 from backup_tools.wal.archive import IDENTITY_KEY, read_identity, wal_names
@@ -161,6 +169,12 @@ def _check_identity(src: Repository, dst: Repository, tally: _Tally, log: Log) -
                 f"{dst.url} holds PostgreSQL {theirs.get('pg_major')} backups, {src.url} PostgreSQL "
                 f"{mine.get('pg_major')} ones (a major upgrade keeps the system identifier); copy into a new "
                 "repository for the new major version"
+            )
+        ours, dest = mine.get(POLICY), theirs.get(POLICY)
+        if ours and dest and ours != dest:
+            raise EncryptionKeyError(
+                f"{dst.url}'s encryption policy is {dest}, {src.url}'s is {ours}: the copied objects would break it; "
+                "copy into a repository with the same policy (or rekey one of them first)"
             )
         return
     copy_object(src, dst, IDENTITY_KEY, sha256=None, size=None, tally=tally, log=log)

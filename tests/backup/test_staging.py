@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -53,3 +55,25 @@ def test_kill_9_mid_backup_to_s3_leaves_no_plaintext_after_the_next_run(s3, s3_p
     assert "left by a backup that was killed" in done.stderr
     assert holding(staging, MARKER.encode()) == []
     assert [p for p in staging.rglob("*") if p.is_file()] == []
+
+
+def test_a_logical_directory_dump_removes_what_a_killed_run_left(s3, s3_prefix, make_cluster, tmp_path):
+    url, key = s3.repo_url(s3.primary_region, s3_prefix), tmp_path / "key"
+    env = {**os.environ, **s3.env(), "TMPDIR": str(tmp_path)}  # its own temp dir: the staging root lives there
+    key.write_text(generate_key_file_text())
+    cluster = make_cluster("dumped")
+    cluster.init()
+    cluster.start()
+    cluster.safe_sql(f"CREATE TABLE t AS SELECT g AS id, '{MARKER}' || g AS v FROM generate_series(1, 1000) g")
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a process id that no longer runs: the owner of what a kill -9 left behind
+    stale = tmp_path / f"pgdrill-staging-{os.getuid()}" / "20260101T000000Z-logical-dead-x1y2"
+    (stale / "dump").mkdir(parents=True)
+    (stale / ".owner.json").write_text(json.dumps({"pid": gone.pid, "host": socket.gethostname(), "since": 0}))
+    (stale / "dump" / "3001.dat").write_text(f"1\t{MARKER}1\n")
+    done = subprocess.run([sys.executable, "-m", "backup_tools", "backup", "--dsn", cluster.dsn, "--repo", url,
+                           "--kind", "logical", "--format", "directory", "--compress", "none", "--key-file", str(key)],
+                          env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert not stale.exists() and holding(stale.parent, MARKER.encode()) == []
+    assert stat.S_IMODE(stale.parent.stat().st_mode) == 0o700

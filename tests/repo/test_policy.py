@@ -122,3 +122,17 @@ def test_plaintext_policy_refuses_an_encrypted_write_and_a_first_wal_push_claims
     assert plain.returncode == 0, plain.stderr
     identity = json.loads((root / "identity.json").read_text())
     assert identity["encryption"] == "plaintext" and identity["system_identifier"]  # the backup claimed it too
+
+
+def test_copy_into_a_repository_with_another_policy_is_refused(server, tmp_path):
+    k1, k2 = keyfile(tmp_path / "k1"), keyfile(tmp_path / "k2")
+    urls = []
+    for name, key in (("a", k1), ("b", k2)):
+        (tmp_path / name).mkdir()
+        urls.append(f"file://{tmp_path / name}")
+        done = cli("backup", "--dsn", server.dsn, "--repo", urls[-1], "--kind", "full", "--key-file", str(key))
+        assert done.returncode == 0, done.stderr
+    before = sorted(p.name for p in (tmp_path / "b" / "backups").iterdir())
+    copied = cli("copy", "--repo", urls[0], "--to-repo", urls[1], "--backup", "latest")
+    assert copied.returncode == 3 and "encryption policy" in copied.stderr, copied.stderr
+    assert sorted(p.name for p in (tmp_path / "b" / "backups").iterdir()) == before
