@@ -162,12 +162,14 @@ class RepositoryModel(RuleBasedStateMachine):
     def rekey(self) -> None:
         type(self).steps.append("rekey")
         key, old = self.base / "current.key", self.base / f"old{self.counter}.key"
+        new = self.base / f"new{self.counter}.key"
         old.write_text(key.read_text())
-        new = generate_key_file_text()
-        key.write_text(new)  # archive_command encrypts with the new key first, then the rest is re-wrapped
-        self.cluster.archive_current_wal()
-        done = self.cli("rekey", "--repo", self.url(), "--key-file", str(old), "--new-key-file", str(key))
+        new.write_text(generate_key_file_text())
+        # rekey first: it switches the repository's encryption policy, which then refuses the old key
+        done = self.cli("rekey", "--repo", self.url(), "--key-file", str(old), "--new-key-file", str(new))
         assert done.returncode == 0, done.stderr
+        key.write_text(new.read_text())  # then archive_command (and every backup) switches to the new key
+        self.cluster.archive_current_wal()
 
     def kill_backup(self, delay: float) -> None:
         type(self).steps.append(f"kill -9 after {delay:.2f}s")
