@@ -21,6 +21,7 @@ CONTROLS: dict[str, str] = {
     "ISO 27001 A.5.30": "ICT readiness for business continuity is planned and tested",
     "GDPR Art. 32(1)(c)": "availability of and access to personal data can be restored in a timely manner",
     "GDPR Art. 32(1)(d)": "the effectiveness of these measures is regularly tested",
+    "GDPR Art. 17": "erasure: a subject erased before a restore stays erased after it",
     "HIPAA 164.308(a)(7)(ii)(A)": "data backup plan: retrievable exact copies of ePHI",
     "HIPAA 164.308(a)(7)(ii)(B)": "disaster recovery plan: procedures restore any loss of data",
     "HIPAA 164.308(a)(7)(ii)(D)": "testing and revision of contingency plans",
@@ -41,6 +42,7 @@ SCENARIO_CONTROLS: dict[str, tuple[str, ...]] = {
     "predeploy-rollback": _BASE + ("SOC 2 CC8.1", "ISO 27001 A.8.32"),
     "file-storage-loss": _BASE + _DR,
     "restore-test": _BASE,
+    "gdpr-erasure": _BASE + ("GDPR Art. 17",),
 }
 SCENARIOS = tuple(SCENARIO_CONTROLS)
 STATUS_LABELS = {

@@ -14,7 +14,7 @@ import hmac
 import json
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,10 +26,22 @@ PREFIX = "erasure"
 
 @dataclass(frozen=True)
 class Target:
-    """A table whose rows belong to a subject when `column` holds the subject's identifier."""
+    """Rows of `table` that belong to a subject: `column` holds the identifier (by="identifier") or the subject
+    row's key (by="key", needs [erasure.subject]); they are deleted, or the column set to NULL (action="null")."""
 
     table: str
     column: str
+    by: str = "identifier"
+    action: str = "delete"
+
+
+@dataclass(frozen=True)
+class Subject:
+    """The table naming subjects: `column` is the identifier a request gives, `key` what other tables reference."""
+
+    table: str
+    column: str
+    key: str
 
 
 @dataclass(frozen=True)
@@ -38,25 +50,39 @@ class ErasureConfig:
 
     key: bytes = field(repr=False)
     targets: tuple[Target, ...]
+    subject: Subject | None = None
 
 
 def load_erasure_config(path: Path) -> ErasureConfig:
-    """Read [erasure] (key_file, [[erasure.targets]] table/column) from a TOML file."""
+    """Read [erasure] (key_file, optional [erasure.subject], [[erasure.targets]]) from a TOML file."""
     from backup_tools.config import load_pgdrill_section
     from backup_tools.security.keys import load_key_file
 
     doc = load_pgdrill_section(path, "erasure", what="erasure config") or {}
+    listed = doc.get("targets", [])
     targets = tuple(
-        Target(str(t["table"]), str(t["column"])) for t in doc.get("targets", []) if "table" in t and "column" in t
+        Target(str(t["table"]), str(t["column"]), str(t.get("by", "identifier")), str(t.get("action", "delete")))
+        for t in listed
+        if "table" in t and "column" in t
     )
-    if not targets or len(targets) != len(doc.get("targets", [])):
+    if not targets or len(targets) != len(listed):
         raise UsageError(
             f"{path}: [[erasure.targets]] needs table and column in each entry (which rows are a subject's)"
         )
+    subj = doc.get("subject")
+    if subj is not None and not all(k in subj for k in ("table", "column", "key")):
+        raise UsageError(f"{path}: [erasure.subject] needs table, column (the identifier) and key")
+    subject = Subject(str(subj["table"]), str(subj["column"]), str(subj["key"])) if subj else None
+    for t in targets:
+        if t.by not in ("identifier", "key") or t.action not in ("delete", "null") or (t.by == "key" and not subject):
+            raise UsageError(
+                f"{path}: target {t.table}: by = identifier|key (key needs [erasure.subject]), action = delete|null"
+            )
     if not doc.get("key_file"):
         raise UsageError(f"{path}: [erasure] key_file is missing (the HMAC key; create one with backup-tools keygen)")
     key_file = Path(doc["key_file"])
-    return ErasureConfig(load_key_file(key_file if key_file.is_absolute() else path.parent / key_file).key, targets)
+    key = load_key_file(key_file if key_file.is_absolute() else path.parent / key_file).key
+    return ErasureConfig(key, targets, subject)
 
 
 def subject_hash(key: bytes, subject: str) -> str:
@@ -71,7 +97,8 @@ def record(ledger_url: str, config: ErasureConfig, subject: str, *, now: datetim
     now = now or datetime.now(UTC)
     entry = {"id": uuid.uuid4().hex[:12], "requested_at": now.isoformat(), "subject_hmac": subject_hash(config.key, subject),
              "key_id": hashlib.sha256(config.key).hexdigest()[:16],
-             "targets": [{"table": t.table, "column": t.column} for t in config.targets]}  # fmt: skip
+             "targets": [asdict(t) for t in config.targets],
+             "subject": asdict(config.subject) if config.subject else None}  # fmt: skip
     ledger = open_repository(ledger_url)
     ledger.put_bytes(f"{PREFIX}/{now:%Y%m%dT%H%M%S%fZ}-{entry['id']}.json", json.dumps(entry, sort_keys=True).encode())
     return entry
@@ -110,19 +137,46 @@ def replay(ledger_url: str, config: ErasureConfig, dsn: str, *, log: Callable[[s
     if any(e.get("key_id") != key_id for e in entries):
         raise UsageError("the erasure ledger was written with another key; give replay the ledger's key file")
     erased = {e["subject_hmac"] for e in entries}
-    wanted = [(t.table, t.column) for t in config.targets]  # config order: children before parents (foreign keys)
-    targets = list(dict.fromkeys(wanted + [(t["table"], t["column"]) for e in entries for t in e["targets"]]))
+    targets = list(dict.fromkeys([*config.targets, *(Target(**t) for e in entries for t in e["targets"])]))
+    if config.subject is not None:  # the subject's own row goes last, after every row referencing it
+        targets.append(Target(config.subject.table, config.subject.key, "key"))
     removed: dict[str, int] = {}
     with psycopg.connect(dsn) as conn:
-        for table, column in targets:
-            name = sql.Identifier(*table.split(".", 1))
-            rows = conn.execute(
-                sql.SQL("SELECT ctid, {}::text FROM {}").format(sql.Identifier(column), name)
-            ).fetchall()
-            doomed = [ctid for ctid, value in rows if value is not None and subject_hash(config.key, value) in erased]
-            if doomed:
-                conn.execute(sql.SQL("DELETE FROM {} WHERE ctid = ANY(%s::tid[])").format(name), [doomed])
-            removed[table] = len(doomed)
-            log(f"### Erasure replay: {len(doomed)} row(s) removed from {table}")
+        keys = _subject_keys(conn, config, erased)
+        for t in targets:
+            name, column = sql.Identifier(*t.table.split(".", 1)), sql.Identifier(t.column)
+            if t.by == "key":
+                where, params = sql.SQL("{}::text = ANY(%s)").format(column), [keys]
+            else:
+                rows = conn.execute(sql.SQL("SELECT ctid, {}::text FROM {}").format(column, name)).fetchall()
+                doomed = [
+                    ctid for ctid, value in rows if value is not None and subject_hash(config.key, value) in erased
+                ]
+                where, params = sql.SQL("ctid = ANY(%s::tid[])"), [doomed]
+            if t.action == "null":
+                label, verb = f"{t.table}.{t.column}", sql.SQL("UPDATE {} SET {} = NULL WHERE ").format(name, column)
+            else:
+                label, verb = t.table, sql.SQL("DELETE FROM {} WHERE ").format(name)
+            count = max(conn.execute(verb + where, params).rowcount, 0)
+            removed[label] = removed.get(label, 0) + count
+            log(
+                f"### Erasure replay: {count} row(s) {'set to NULL in' if t.action == 'null' else 'removed from'} {label}"
+            )
     return ReplayResult(len(entries), removed)
 
+
+def _subject_keys(conn: Any, config: ErasureConfig, erased: set[str]) -> list[str]:
+    """The keys (as text) of the subject rows whose identifier hashes to an erased subject."""
+    from psycopg import sql
+
+    subj = config.subject
+    if subj is None:
+        return []
+    query = sql.SQL("SELECT {}::text, {}::text FROM {}").format(
+        sql.Identifier(subj.key), sql.Identifier(subj.column), sql.Identifier(*subj.table.split(".", 1))
+    )
+    return [
+        k
+        for k, value in conn.execute(query).fetchall()
+        if value is not None and subject_hash(config.key, value) in erased
+    ]
