@@ -24,6 +24,8 @@ def add_check_options(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--config", help="TOML file with [tool.pgdrill.monitor] thresholds and alert receivers")
     sub.add_argument("--history-file", help="drill history (JSON lines) for the drill staleness check")
     sub.add_argument("--no-alerts", action="store_true", help="print the results, send no alert (but --digest)")
+    sub.add_argument("--erasure-ledger", metavar="URL", help="flag backups still holding subjects erased long ago")
+    sub.add_argument("--erasure-days", type=int, default=30, metavar="N", help="the erasure promise in days (30)")
     sub.add_argument("--prometheus", metavar="FILE",
                      help="also write the results as OpenMetrics text (node_exporter textfile collector), atomically")
     sub.add_argument("--digest", action="store_true",
@@ -35,6 +37,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     from backup_tools.monitor.alerts import deliver, receivers_from_config
     from backup_tools.monitor.checks import run_checks
     from backup_tools.monitor.config import MonitorConfig
+    from backup_tools.monitor.erasure_check import erasure_outcome
     from backup_tools.monitor.residency import check_outcome
     from backup_tools.repo.base import open_repository
     from backup_tools.units import parse_duration
@@ -52,6 +55,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     now = datetime.now(UTC)
     results = run_checks(repo, config, now=now)
     results += [r for r in [check_outcome(repo, getattr(args, "allowed_regions", None))] if r]  # residency
+    results += [r for r in [erasure_outcome(repo, args.erasure_ledger, max_days=args.erasure_days, now=now)] if r]
     if not args.json:
         for result in results:
             print(result.line())

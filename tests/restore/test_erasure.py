@@ -117,3 +117,32 @@ def test_a_physical_restore_replays_into_the_started_server(make_cluster, tmp_pa
 
         subprocess.run([str(primary.pg.tool("pg_ctl")), "-D", str(tmp_path / "r"), "-m", "immediate", "stop"],
                        capture_output=True, check=False)  # fmt: skip
+
+
+def test_check_flags_backups_still_holding_subjects_erased_past_the_promise(tmp_path):
+    from datetime import UTC, datetime, timedelta
+
+    from backup_tools.repo.base import FileRepository
+    from backup_tools.restore.erasure import load_erasure_config, record
+    from tests.lifecycle.test_retention import rec
+
+    now = datetime.now(UTC)
+    (tmp_path / "erasure.key").write_text(generate_key_file_text())
+    (tmp_path / "erasure.toml").write_text('[erasure]\nkey_file = "erasure.key"\n'
+                                           '[[erasure.targets]]\ntable = "users"\ncolumn = "email"\n')  # fmt: skip
+    config = load_erasure_config(tmp_path / "erasure.toml")
+    repo = FileRepository(tmp_path / "repo")
+    for name, age in (("old", 60), ("after", 20), ("new", 1)):
+        repo.write_catalog(rec(name, now - timedelta(days=age), kind="logical"))
+    ledger = f"file://{tmp_path / 'ledger'}"
+    record(ledger, config, SUBJECT, now=now - timedelta(days=10))
+    check = ["check", "--repo", repo.url, "--max-age", "100d", "--erasure-ledger", ledger]
+    within = run_cli(*check)
+    assert "OK       erasure: no backup older than an erasure request past 30 d (1 requests)" in within.stdout
+    record(ledger, config, "bob@example.org", now=now - timedelta(days=45))
+    late = run_cli(*check)
+    assert late.returncode == 1
+    assert "CRITICAL erasure: 1 backup(s) taken before erasure requests older than 30 d still hold" in late.stdout
+    assert "(oldest old)" in late.stdout
+    strict = run_cli(*check, "--erasure-days", "7")
+    assert "CRITICAL erasure: 2 backup(s)" in strict.stdout
