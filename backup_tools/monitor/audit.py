@@ -202,23 +202,24 @@ class VerifyResult:
 
 def verify(repo: Any, *, dsn: str | None = None) -> VerifyResult:
     """Check the chain: contiguous sequence, each prev the hash of the line before, and (with dsn) the table's hashes."""
-    keys, problems, prev, hashes = repo.list(f"{AUDIT}/"), [], GENESIS, {}
-    for expected, key in enumerate(keys, start=1):
+    keys, problems, prev, hashes, expected = repo.list(f"{AUDIT}/"), [], GENESIS, {}, 1
+    for key in keys:
         name = key.rsplit("/", 1)[-1]
         data = repo.get_bytes(key)
         try:
             line, seq = json.loads(data), int(name.split(".")[0])
         except ValueError:
             problems.append(f"{key}: not an audit line (edited or foreign object)")
-            prev = hashlib.sha256(data).hexdigest()
+            prev, expected = hashlib.sha256(data).hexdigest(), expected + 1
             continue
         if seq != expected:
             problems.append(f"{key}: expected line {expected}: line(s) {expected}..{seq - 1} were removed")
-        elif line.get("seq") != seq:
-            problems.append(f"{key}: says it is line {line.get('seq')} (edited or moved)")
-        if line.get("prev") != prev:
+        if not isinstance(line, dict) or line.get("seq") != seq:
+            problems.append(f"{key}: does not hold line {seq} (edited or replaced)")
+        elif line.get("prev") != prev:
             problems.append(f"{key}: previous line's hash does not match (line {seq - 1} edited or removed)")
         prev = hashes[seq] = hashlib.sha256(data).hexdigest()
+        expected = seq + 1
     if dsn:
         problems += _against_table(dsn, hashes, repo_url=repo.url)
     return VerifyResult(len(keys), problems)

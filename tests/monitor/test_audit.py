@@ -81,11 +81,15 @@ def test_verify_detects_an_edited_a_removed_and_a_truncated_line(world, tmp_path
     second.write_text(original.replace('"outcome":"ok"', '"outcome":"failed"'))
     edited = run_cli("audit", "verify", "--repo", repo)
     assert edited.returncode == 1 and "000000000003.json: previous line's hash does not match" in edited.stdout
+    second.write_text('{"note": "replaced"}')
+    replaced = run_cli("audit", "verify", "--repo", repo)
+    assert "000000000002.json: does not hold line 2 (edited or replaced)" in replaced.stdout
     second.write_text(original)
 
     second.unlink()
     removed = run_cli("audit", "verify", "--repo", repo)
     assert removed.returncode == 1 and "line(s) 2..2 were removed" in removed.stdout
+    assert removed.stdout.count("TAMPERED") == 2, removed.stdout  # the gap and line 3's chain; line 4 is fine
     second.write_text(original)
 
     (audit / "000000000004.json").unlink()  # the last line: only the table's copy can tell
