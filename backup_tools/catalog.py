@@ -8,6 +8,9 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal
 
+BACKUPS = "backups"
+WAL = "wal"
+IDENTITY_KEY = "identity.json"
 Kind = Literal["logical", "full", "incremental"]
 Status = Literal["STARTED", "DONE", "FAILED"]
 CATALOG_NAME = "catalog.json"

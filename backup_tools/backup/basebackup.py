@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from backup_tools.backup.tar import untar
-from backup_tools.catalog import BackupRecord
+from backup_tools.catalog import BACKUPS, BackupRecord
 from backup_tools.errors import IntegrityError, ToolFailed, UsageError, VersionMismatch
 from backup_tools.pg.bin import PgBin
 from backup_tools.pg.run import check_tool_version, run
-from backup_tools.repo.base import BACKUPS, FileRepository, Repository
+from backup_tools.repo.base import FileRepository, Repository
 from backup_tools.repo.objects import Sealing, open_object
 
 Format = Literal["tar", "plain"]

@@ -13,14 +13,14 @@ import psycopg
 
 from backup_tools.backup.physical import check_identity
 from backup_tools.backup.staging import clear_stale, new_staging, staging_root
-from backup_tools.catalog import BackupRecord, FileEntry, new_backup_id
+from backup_tools.catalog import BACKUPS, BackupRecord, FileEntry, new_backup_id
 from backup_tools.errors import BackupToolsError, UsageError
 from backup_tools.pg.bin import PgBin
 from backup_tools.pg.checks import fingerprint, fingerprint_schemas, table_keys
 from backup_tools.pg.conn import ConnInfo, connect, libpq_env, server_info
 from backup_tools.pg.run import check_tool_version, redact, run_pipeline
 from backup_tools.pg.schemadigest import schema_digest
-from backup_tools.repo.base import BACKUPS, FileRepository, Repository
+from backup_tools.repo.base import FileRepository, Repository
 from backup_tools.repo.compress import SUFFIXES, check_codec
 from backup_tools.repo.objects import Sealing, StoredObject, new_sealing, store_object
 from backup_tools.repo.policy import enforce

@@ -28,13 +28,14 @@ from backup_tools.backup.basebackup import (
 from backup_tools.backup.staging import clear_stale, new_staging, staging_root
 from backup_tools.backup.tailread import Background, GrowingFile
 from backup_tools.backup.tar import TarPipe
-from backup_tools.catalog import CATALOG_NAME, BackupRecord, FileEntry, Kind, new_backup_id
+from backup_tools.catalog import BACKUPS, CATALOG_NAME, BackupRecord, FileEntry, Kind, new_backup_id
 from backup_tools.errors import BackupNotFound, BackupToolsError, UsageError, VersionMismatch
 from backup_tools.pg.bin import PgBin
-from backup_tools.repo.base import BACKUPS, CHUNK, FileRepository, Repository, sha256_of
+from backup_tools.repo.base import FileRepository, Repository
 from backup_tools.repo.compress import SUFFIXES, check_codec
 from backup_tools.repo.objects import Sealing, copy_to_file, new_sealing, open_object, open_sealing, store_object
 from backup_tools.repo.policy import enforce, read_identity, write_identity
+from backup_tools.streams import CHUNK, sha256_of
 
 PHYSICAL = ("full", "incremental")
 Log = Callable[[str], Any]

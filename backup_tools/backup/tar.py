@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from backup_tools.errors import IntegrityError
-from backup_tools.repo.base import CHUNK
 from backup_tools.repo.objects import drain
+from backup_tools.streams import CHUNK
 
 F_SETPIPE_SZ = 1031  # Linux fcntl: pipe buffer size
 

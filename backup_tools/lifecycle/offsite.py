@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from backup_tools.catalog import CATALOG_NAME, BackupRecord
+from backup_tools.catalog import BACKUPS, CATALOG_NAME, IDENTITY_KEY, WAL, BackupRecord
 from backup_tools.errors import (
     BackupToolsError,
     EncryptionKeyError,
@@ -26,12 +26,13 @@ from backup_tools.errors import (
     UsageError,
     VersionMismatch,
 )
-from backup_tools.repo.base import BACKUPS, WAL, Repository, sha256_of
+from backup_tools.repo.base import Repository
 from backup_tools.repo.objects import read_envelope
 from backup_tools.repo.policy import FIELD as POLICY
 from backup_tools.repo.s3.placement import Placement, is_archived
 from backup_tools.restore.pitr import backup_chain
-from backup_tools.wal.archive import IDENTITY_KEY, read_identity, wal_names
+from backup_tools.streams import sha256_of
+from backup_tools.wal.archive import read_identity, wal_names
 from backup_tools.wal.lsn import classify, parse_lsn, segment_name
 
 STATUS_KEY = "copy-status.json"

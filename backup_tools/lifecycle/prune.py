@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from backup_tools.catalog import CATALOG_NAME
+from backup_tools.catalog import BACKUPS, CATALOG_NAME, WAL
 from backup_tools.lifecycle.retention import DELETING, RetentionPlan, RetentionPolicy, plan_retention
-from backup_tools.repo.base import BACKUPS, WAL, FileRepository, Repository
+from backup_tools.repo.base import FileRepository, Repository
 from backup_tools.repo.s3.placement import locked_until
 
 

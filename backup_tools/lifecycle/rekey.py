@@ -24,14 +24,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from backup_tools.catalog import CATALOG_NAME, BackupRecord
+from backup_tools.catalog import BACKUPS, CATALOG_NAME, WAL, BackupRecord
 from backup_tools.errors import BackupToolsError, EncryptionKeyError
-from backup_tools.repo.base import BACKUPS, CHUNK, WAL, Repository
+from backup_tools.repo.base import Repository
 from backup_tools.repo.objects import ENVELOPE_MAGIC, read_envelope
 from backup_tools.repo.objstreams import Chain
 from backup_tools.repo.policy import FIELD as POLICY
 from backup_tools.repo.policy import read_identity, record_policy
 from backup_tools.security.keys import KeyWrapper, KmsKey, LocalKey, load_key_file, rewrap
+from backup_tools.streams import CHUNK
 
 BUCKETS, BUCKET_MANIFEST = "buckets", "manifest.json"
 Log = Callable[[str], Any]

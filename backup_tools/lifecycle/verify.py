@@ -13,14 +13,14 @@ from typing import Any
 import psycopg
 
 from backup_tools.backup.basebackup import MANIFEST, verify_dir
-from backup_tools.catalog import BackupRecord
+from backup_tools.catalog import BACKUPS, BackupRecord
 from backup_tools.errors import BackupToolsError, RecoveryError
 from backup_tools.pg.bin import PgBin
 from backup_tools.pg.checks import fingerprint_schemas
 from backup_tools.pg.conn import text_as_str
 from backup_tools.pg.ports import free_port
 from backup_tools.pg.schemadigest import digest_diff, schema_digest
-from backup_tools.repo.base import BACKUPS, Repository
+from backup_tools.repo.base import Repository
 from backup_tools.repo.objects import copy_to_file, open_object, open_sealing
 from backup_tools.restore.pitr import RecoveryTarget
 

@@ -8,10 +8,10 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from backup_tools.catalog import BackupRecord
+from backup_tools.catalog import WAL, BackupRecord
 from backup_tools.errors import BackupToolsError, UsageError
 from backup_tools.monitor.config import MonitorConfig
-from backup_tools.repo.base import WAL, Repository
+from backup_tools.repo.base import Repository
 from backup_tools.repo.objects import read_envelope
 from backup_tools.units import format_bytes, format_seconds
 from backup_tools.wal.archive import check_continuity, wal_names

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -17,12 +16,9 @@ from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import unquote, urlparse
 
-from backup_tools.catalog import CATALOG_NAME, BackupRecord, sort_by_catalog_time
-from backup_tools.errors import BackupNotFound, DocumentMissing, IntegrityError, RepositoryError, UsageError
-
-CHUNK = 1 << 20
-BACKUPS = "backups"
-WAL = "wal"
+from backup_tools.catalog import BACKUPS, CATALOG_NAME, BackupRecord, sort_by_catalog_time
+from backup_tools.errors import BackupNotFound, DocumentMissing, RepositoryError, UsageError
+from backup_tools.streams import HashingReader, copy_hashing, fsync_dir
 
 
 @dataclass(frozen=True)
@@ -32,74 +28,6 @@ class ObjectInfo:
     key: str
     size: int
     sha256: str
-
-
-class HashingReader(io.RawIOBase):
-    """Wraps a stream, hashing what is read; at EOF raises IntegrityError if the sha256 or size differ."""
-
-    def __init__(self, raw: BinaryIO, *, key: str, expected_sha256: str | None, expected_size: int | None = None):
-        self._raw, self._key = raw, key
-        self._expected, self._expected_size = expected_sha256, expected_size
-        self._hash, self._size, self._done = hashlib.sha256(), 0, False
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:  # type: ignore[override]
-        data = self._raw.read(len(buffer))
-        if not data:
-            self._check()
-            return 0
-        buffer[: len(data)] = data
-        self._hash.update(data)
-        self._size += len(data)
-        return len(data)
-
-    def _check(self) -> None:
-        if self._done:
-            return
-        self._done = True
-        check_read(self._key, self._size, self._hash.hexdigest(), size=self._expected_size, sha256=self._expected)
-
-    def close(self) -> None:
-        self._raw.close()
-        super().close()
-
-
-def check_read(key: str, got_size: int, got_sha256: str, *, size: int | None, sha256: str | None) -> None:
-    """Raise IntegrityError naming key when what was read differs from the recorded size or sha256 (None: unknown)."""
-    if size is not None and got_size != size:
-        raise IntegrityError(
-            f"{key}: read {got_size} bytes, catalog says {size} (truncated or replaced); "
-            "restore from another backup or copy"
-        )
-    if sha256 and got_sha256 != sha256:
-        raise IntegrityError(
-            f"{key}: sha256 {got_sha256[:16]}… does not match the catalog's "
-            f"{sha256[:16]}… (corrupted object); restore from another backup or copy"
-        )
-
-
-def sha256_of(src: BinaryIO | Path) -> tuple[int, str]:
-    """Read a stream (or a file, by path) to its end in chunks: (bytes read, sha256 hex)."""
-    if isinstance(src, Path):
-        with open(src, "rb") as f:
-            return sha256_of(f)
-    digest, size = hashlib.sha256(), 0
-    while chunk := src.read(CHUNK):
-        digest.update(chunk)
-        size += len(chunk)
-    return size, digest.hexdigest()
-
-
-def copy_hashing(src: BinaryIO, dst: BinaryIO) -> tuple[int, str]:
-    """Copy a stream in chunks, returning (bytes, sha256 hex)."""
-    digest, size = hashlib.sha256(), 0
-    while chunk := src.read(CHUNK):
-        digest.update(chunk)
-        dst.write(chunk)
-        size += len(chunk)
-    return size, digest.hexdigest()
 
 
 class Repository(ABC):
@@ -294,15 +222,6 @@ def _is_stale(holder: dict) -> bool:
     except PermissionError:
         return False
     return False
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename or new file in a directory durable."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def open_repository(url: str) -> Repository:

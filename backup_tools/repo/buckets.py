@@ -10,8 +10,8 @@ from typing import BinaryIO
 from urllib.parse import unquote, urlparse
 
 from backup_tools.errors import DocumentMissing, RepositoryError, UsageError
-from backup_tools.repo.base import sha256_of
 from backup_tools.repo.objects import copy_to_file
+from backup_tools.streams import sha256_of
 
 
 @dataclass(frozen=True)

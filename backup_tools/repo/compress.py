@@ -17,74 +17,21 @@ silently in the middle of a frame or member.
 
 from __future__ import annotations
 
-import io
 import zlib
-from typing import Any, BinaryIO, cast
+from typing import Any, BinaryIO
 
 import zstandard
 
 from backup_tools.errors import IntegrityError, UsageError
+from backup_tools.streams import READ_SIZE, PullReader, as_binary_io, read_exact
 
 CODECS = ("zstd", "gzip", "none")
 SUFFIXES = {"zstd": ".zst", "gzip": ".gz", "none": ""}
 DEFAULT_LEVELS = {"zstd": 3, "gzip": 6}
 FRAME_SIZE = 1 << 20
-READ_SIZE = 1 << 16
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 GZIP_MAGIC = b"\x1f\x8b"
 _GZIP_WBITS = 16 + zlib.MAX_WBITS
-
-
-class PullReader(io.RawIOBase):
-    """A read-only stream whose bytes come from `_produce()`, one piece at a time, until it returns None."""
-
-    def __init__(self, src: BinaryIO):
-        self._src = src
-        self._buf = memoryview(b"")
-        self._finished = False
-
-    def _produce(self) -> bytes | None:
-        """Return the next piece of output (possibly empty), or None at the end."""
-        raise NotImplementedError
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:  # type: ignore[override]
-        while not self._buf:
-            if self._finished:
-                return 0
-            piece = self._produce()
-            if piece is None:
-                self._finished = True
-                return 0
-            self._buf = memoryview(piece)
-        n = min(len(buffer), len(self._buf))
-        buffer[:n] = self._buf[:n]
-        self._buf = self._buf[n:]
-        return n
-
-    def close(self) -> None:
-        if not self.closed:
-            self._src.close()
-        super().close()
-
-
-def read_exact(src: BinaryIO, size: int) -> bytes:
-    """Read `size` bytes, fewer only at end of stream (sources may return short reads)."""
-    first = src.read(size)
-    if not first or len(first) == size:
-        return first or b""
-    parts, got = [first], len(first)
-    while got < size and (more := src.read(size - got)):
-        parts.append(more)
-        got += len(more)
-    return b"".join(parts)
-
-
-def as_binary_io(raw: io.RawIOBase) -> BinaryIO:
-    """Wrap a raw adapter so read(n) returns n bytes unless at the end."""
-    return cast(BinaryIO, io.BufferedReader(raw, buffer_size=READ_SIZE))
 
 
 def check_codec(codec: str) -> str:

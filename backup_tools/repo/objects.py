@@ -23,9 +23,10 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from backup_tools.errors import IntegrityError, RepositoryError
-from backup_tools.repo.base import CHUNK, FileRepository, HashingReader, Repository, fsync_dir, sha256_of
+from backup_tools.repo.base import FileRepository, Repository
 from backup_tools.repo.compress import check_codec, compressing_reader, decompressing_reader
 from backup_tools.repo.objstreams import Chain, CheckedPlain, Hashing, Named
+from backup_tools.streams import CHUNK, HashingReader, fsync_dir, sha256_of
 
 ENVELOPE_MAGIC = b"PGDW1\n"
 MAX_HEADER = 64 * 1024

@@ -7,7 +7,7 @@ import io
 from typing import TYPE_CHECKING, BinaryIO
 
 from backup_tools.errors import IntegrityError
-from backup_tools.repo.base import check_read
+from backup_tools.streams import check_read
 
 if TYPE_CHECKING:
     from concurrent.futures import Future

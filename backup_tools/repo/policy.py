@@ -18,13 +18,12 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from backup_tools.catalog import BackupRecord, clean_system_identifier
+from backup_tools.catalog import IDENTITY_KEY, WAL, BackupRecord, clean_system_identifier
 from backup_tools.errors import BackupToolsError, DocumentMissing, EncryptionKeyError, IntegrityError, RepositoryError
-from backup_tools.repo.base import WAL, FileRepository, Repository
+from backup_tools.repo.base import FileRepository, Repository
 from backup_tools.repo.objects import read_envelope
 from backup_tools.security.keys import KEY_FILE_ENV
 
-IDENTITY_KEY = "identity.json"
 PLAINTEXT = "plaintext"
 FIELD = "encryption"
 BUCKET_MANIFEST = "manifest.json"

@@ -14,14 +14,14 @@ from pathlib import Path
 from psycopg.conninfo import make_conninfo
 
 from backup_tools.backup.logical import DUMP_NAME
-from backup_tools.catalog import BackupRecord
+from backup_tools.catalog import BACKUPS, BackupRecord
 from backup_tools.errors import BackupNotFound, IntegrityError, UsageError
 from backup_tools.pg.bin import PgBin
 from backup_tools.pg.checks import Fingerprint, fingerprint_named
 from backup_tools.pg.conn import connect, libpq_env, server_info
 from backup_tools.pg.roles import create_missing_roles, roles_in_dump
 from backup_tools.pg.run import check_tool_version, run, run_pipeline
-from backup_tools.repo.base import BACKUPS, Repository
+from backup_tools.repo.base import Repository
 from backup_tools.repo.compress import SUFFIXES
 from backup_tools.repo.objects import copy_to_file, open_object, open_sealing
 

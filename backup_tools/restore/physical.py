@@ -21,10 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from backup_tools.backup.basebackup import extract_backup
+from backup_tools.catalog import WAL
 from backup_tools.errors import RecoveryError, UsageError
 from backup_tools.pg.bin import PgBin
 from backup_tools.pg.run import run
-from backup_tools.repo.base import WAL, FileRepository, Repository
+from backup_tools.repo.base import FileRepository, Repository
 from backup_tools.repo.objects import open_sealing
 from backup_tools.repo.s3.placement import request_restores
 from backup_tools.restore.pitr import RecoveryTarget, backup_chain, choose_backup, configure_recovery, recovery_settings

@@ -42,8 +42,6 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from backup_tools.errors import BackupToolsError, EncryptionKeyError, IntegrityError, UsageError
-from backup_tools.repo.base import fsync_dir
-from backup_tools.repo.compress import PullReader, as_binary_io, read_exact
 from backup_tools.security.keys import (  # noqa: F401  (re-exported: aead.py is the package's encryption entry point)
     KEY_FILE_ENV,
     KeyWrapper,
@@ -56,6 +54,7 @@ from backup_tools.security.keys import (  # noqa: F401  (re-exported: aead.py is
     unwrap_data_key,
     wrapper_for,
 )
+from backup_tools.streams import PullReader, as_binary_io, fsync_dir, read_exact
 
 MAGIC = b"PGDE"
 VERSION = 1

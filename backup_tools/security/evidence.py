@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from backup_tools.errors import UsageError
-from backup_tools.repo.base import sha256_of
+from backup_tools.streams import sha256_of
 
 FORMAT = "pgdrill-evidence-bundle/1"
 MANIFEST = "manifest.json"

@@ -14,9 +14,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from backup_tools.catalog import BackupRecord, clean_system_identifier
+from backup_tools.catalog import WAL, BackupRecord, clean_system_identifier
 from backup_tools.errors import DocumentMissing, IntegrityError, RepositoryError, UsageError, WalMissing
-from backup_tools.repo.base import WAL, Repository, sha256_of
+from backup_tools.repo.base import Repository
 from backup_tools.repo.objects import (
     copy_to_file,
     drain,
@@ -27,6 +27,7 @@ from backup_tools.repo.objects import (
     unseal_envelope,
 )
 from backup_tools.repo.policy import IDENTITY_KEY, enforce, read_identity  # noqa: F401  (IDENTITY_KEY re-exported)
+from backup_tools.streams import sha256_of
 from backup_tools.wal.lsn import (
     WalGap,
     classify,

@@ -9,8 +9,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from backup_tools.catalog import WAL
 from backup_tools.errors import BackupToolsError, IntegrityError
-from backup_tools.repo.base import WAL, Repository
+from backup_tools.repo.base import Repository
 from backup_tools.repo.objects import ENVELOPE_MAGIC, drain, open_envelope, read_envelope
 from backup_tools.repo.policy import PLAINTEXT, policy_of, read_identity
 from backup_tools.wal.archive import check_segment_header

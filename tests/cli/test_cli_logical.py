@@ -97,7 +97,7 @@ def test_cli_restore_table_into_a_side_table_then_with_a_safety_copy(source, rep
 
 def test_repo_identity_is_shared_by_logical_and_physical_backups(source, server, repo, pg_bin, make_cluster):
     from backup_tools.backup.physical import physical_backup
-    from backup_tools.wal.archive import IDENTITY_KEY
+    from backup_tools.catalog import IDENTITY_KEY
 
     def quiet(_: str) -> None:
         pass

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from backup_tools.catalog import IDENTITY_KEY
 from backup_tools.errors import IntegrityError, RepositoryError, UsageError, WalMissing
 from backup_tools.repo.base import FileRepository
 from backup_tools.repo.objects import store_object
 from backup_tools.security.keys import generate_key_file_text
 from backup_tools.wal.archive import (
-    IDENTITY_KEY,
     WAL_FETCH_ABORT_EXIT,
     check_continuity,
     repo_system_identifier,

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from backup_tools.catalog import BackupRecord
+from backup_tools.catalog import BACKUPS, BackupRecord
 from backup_tools.errors import UsageError
-from backup_tools.repo.base import BACKUPS, Repository
+from backup_tools.repo.base import Repository
 
 STORAGE_CLASSES = ("STANDARD", "STANDARD_IA", "GLACIER", "DEEP_ARCHIVE")
 ARCHIVED = ("GLACIER", "DEEP_ARCHIVE")

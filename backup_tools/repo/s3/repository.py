@@ -20,9 +20,9 @@ from botocore import exceptions as bx
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from backup_tools.catalog import CATALOG_NAME, BackupRecord
+from backup_tools.catalog import BACKUPS, CATALOG_NAME, BackupRecord
 from backup_tools.errors import DocumentMissing, RepositoryError, UsageError
-from backup_tools.repo.base import BACKUPS, ObjectInfo, Repository, _is_stale
+from backup_tools.repo.base import ObjectInfo, Repository, _is_stale
 from backup_tools.repo.s3.deadline import CLEANUP_SECONDS, TIMEOUT_ENV, Deadline, DeadlineExceeded, timeout_seconds
 from backup_tools.repo.s3.io import BOTO, HashingSource, ResumingBody, error_code, no_clobber, read_full
 
