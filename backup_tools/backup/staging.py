@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from backup_tools.errors import UsageError
-from backup_tools.repo.base import FileRepository, Repository, _is_stale, _read_lock
+from backup_tools.repo.base import FileRepository, Repository, _read_lock, is_stale_lock
 
 OWNER = ".owner.json"
 UNMARKED_GRACE = 600.0  # a directory without its owner file yet (being created) is left alone this long
@@ -58,7 +58,7 @@ def clear_stale(root: Path, *, locked: bool, log: Log) -> list[Path]:
 def _abandoned(entry: Path) -> bool:
     owner = _read_lock(entry / OWNER)
     if owner:
-        return _is_stale(owner)
+        return is_stale_lock(owner)
     try:
         return time.time() - entry.stat().st_mtime > UNMARKED_GRACE
     except FileNotFoundError:

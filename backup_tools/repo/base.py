@@ -189,7 +189,7 @@ class FileRepository(Repository):
                 break
             except FileExistsError:
                 holder = _read_lock(path)
-                if attempt == 0 and _is_stale(holder):
+                if attempt == 0 and is_stale_lock(holder):
                     path.unlink(missing_ok=True)
                     continue
                 raise RepositoryError(
@@ -211,7 +211,7 @@ def _read_lock(path: Path) -> dict:
         return {}
 
 
-def _is_stale(holder: dict) -> bool:
+def is_stale_lock(holder: dict) -> bool:
     """A lock is stale when its holder ran on this host and that process no longer exists."""
     if holder.get("host") != socket.gethostname() or not isinstance(holder.get("pid"), int):
         return False

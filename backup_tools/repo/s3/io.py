@@ -5,14 +5,12 @@ from __future__ import annotations
 import hashlib
 import io
 import time
-from typing import TYPE_CHECKING, Any, BinaryIO
+from collections.abc import Callable
+from typing import Any, BinaryIO
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from backup_tools.errors import IntegrityError, RepositoryError
-
-if TYPE_CHECKING:
-    from backup_tools.repo.s3.repository import S3Repository
+from backup_tools.errors import RepositoryError
 
 BOTO = (ClientError, BotoCoreError)
 TRANSIENT = (BotoCoreError, OSError)  # mid-stream failures worth resuming a download after
@@ -60,8 +58,9 @@ class HashingSource:
 class ResumingBody(io.RawIOBase):
     """An object's GET stream that resumes with a ranged GET (same ETag) when the connection breaks."""
 
-    def __init__(self, repo: S3Repository, key: str, response: dict):
-        self._repo, self._key, self._resp = repo, key, response
+    def __init__(self, key: str, response: dict, *, reopen: Callable[[int, str], dict], attempts: int, where: str):
+        """reopen(position, etag) returns the ranged GET response from position on (the repository's errors)."""
+        self._key, self._resp, self._reopen, self._attempts, self._where = key, response, reopen, attempts, where
         self._etag, self._pos, self._resumes = response["ETag"], 0, 0
 
     def readable(self) -> bool:
@@ -83,23 +82,13 @@ class ResumingBody(io.RawIOBase):
 
     def _resume(self, error: Exception) -> None:
         self._resumes += 1
-        if self._resumes >= self._repo.attempts:
+        if self._resumes >= self._attempts:
             raise RepositoryError(
-                f"reading {self._key} from {self._repo.endpoint} broke off at byte {self._pos} "
+                f"reading {self._key} from {self._where} broke off at byte {self._pos} "
                 f"{self._resumes} times ({type(error).__name__}); check the network and retry"
             ) from error
         time.sleep(min(2.0, 0.2 * 2**self._resumes))
-        try:
-            self._resp = self._repo._c.get_object(
-                Bucket=self._repo.bucket,
-                Key=self._repo._full(self._key),
-                Range=f"bytes={self._pos}-",
-                IfMatch=self._etag,
-            )
-        except BOTO as e:
-            if error_code(e)[0] == "PreconditionFailed":
-                raise IntegrityError(f"{self._key} in {self._repo.url} was replaced while being read; retry") from e
-            raise self._repo._fail(e, f"resuming the read of {self._key}") from e
+        self._resp = self._reopen(self._pos, self._etag)
 
     def close(self) -> None:
         self._resp["Body"].close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -21,8 +22,8 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from backup_tools.catalog import BACKUPS, CATALOG_NAME, BackupRecord
-from backup_tools.errors import DocumentMissing, RepositoryError, UsageError
-from backup_tools.repo.base import ObjectInfo, Repository, _is_stale
+from backup_tools.errors import DocumentMissing, IntegrityError, RepositoryError, UsageError
+from backup_tools.repo.base import ObjectInfo, Repository, is_stale_lock
 from backup_tools.repo.s3.deadline import CLEANUP_SECONDS, TIMEOUT_ENV, Deadline, DeadlineExceeded, timeout_seconds
 from backup_tools.repo.s3.io import BOTO, HashingSource, ResumingBody, error_code, no_clobber, read_full
 
@@ -253,9 +254,20 @@ class S3Repository(Repository):
         key = f"{BACKUPS}/{record.id}/{CATALOG_NAME}"
         self.put_bytes(key, record.to_json().encode(), overwrite=True, retain_until=retain)
 
+    def _read_from(self, key: str, position: int, etag: str) -> dict:
+        """A ranged GET of key from position on, only while its ETag is unchanged (resuming a broken read)."""
+        try:
+            return self._c.get_object(Bucket=self.bucket, Key=self._full(key), Range=f"bytes={position}-", IfMatch=etag)
+        except BOTO as e:
+            if error_code(e)[0] == "PreconditionFailed":
+                raise IntegrityError(f"{key} in {self.url} was replaced while being read; retry") from e
+            raise self._fail(e, f"resuming the read of {key}") from e
+
     def open_raw(self, key: str) -> BinaryIO:
         try:
-            return ResumingBody(self, key, self._c.get_object(Bucket=self.bucket, Key=self._full(key)))  # type: ignore[return-value]
+            response = self._c.get_object(Bucket=self.bucket, Key=self._full(key))
+            reopen = functools.partial(self._read_from, key)
+            return ResumingBody(key, response, reopen=reopen, attempts=self.attempts, where=self.endpoint)  # type: ignore[return-value]
         except BOTO as e:
             if error_code(e)[0] == "NoSuchKey":
                 raise DocumentMissing(f"{key} is missing from {self.url}") from e
@@ -363,7 +375,7 @@ class S3Repository(Repository):
                 if error_code(e)[0] not in CONFLICT:
                     raise self._fail(e, f"taking the lock {key}") from e
             holder, held_etag, age = self._lock_holder(full)
-            if attempt == 0 and (held_etag is None or age > self.lock_stale_after or _is_stale(holder)):
+            if attempt == 0 and (held_etag is None or age > self.lock_stale_after or is_stale_lock(holder)):
                 self._delete_if(full, held_etag)
                 continue
             raise RepositoryError(
