@@ -12,7 +12,7 @@ from backup_tools.cli.common import add_repo
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     """Check the chain (and, with --audit-dsn, the backup_audit table's copy of each line's hash)."""
     from backup_tools.monitor.audit import verify
-    from backup_tools.repo.base import open_repository
+    from backup_tools.repo import open_repository
 
     repo = open_repository(args.repo)
     result = verify(repo, dsn=args.audit_dsn)
@@ -29,7 +29,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 def cmd_audit_show(args: argparse.Namespace) -> int:
     """Print the audit lines (JSON Lines, oldest first)."""
     from backup_tools.monitor.audit import AUDIT
-    from backup_tools.repo.base import open_repository
+    from backup_tools.repo import open_repository
 
     repo = open_repository(args.repo)
     for key in repo.list(f"{AUDIT}/"):

@@ -10,7 +10,7 @@ from backup_tools.cli.common import add_key, add_pgbin, add_repo, add_verb, log,
 from backup_tools.errors import UsageError
 from backup_tools.lifecycle.labels import check_label
 from backup_tools.monitor.audit import note
-from backup_tools.repo.base import open_repository
+from backup_tools.repo import open_repository
 from backup_tools.repo.s3.placement import STORAGE_CLASSES, placement_for
 
 PHYSICAL_FORMATS, LOGICAL_FORMATS = ("tar", "plain"), ("custom", "directory", "plain")

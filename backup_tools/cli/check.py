@@ -39,7 +39,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     from backup_tools.monitor.config import MonitorConfig
     from backup_tools.monitor.erasure_check import erasure_outcome
     from backup_tools.monitor.residency import check_outcome
-    from backup_tools.repo.base import open_repository
+    from backup_tools.repo import open_repository
     from backup_tools.units import parse_duration
 
     config = MonitorConfig.load(Path(args.config) if args.config else None)

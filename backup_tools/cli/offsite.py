@@ -12,7 +12,7 @@ from urllib.parse import urlparse
 
 from backup_tools.errors import UsageError
 from backup_tools.pg.run import redact
-from backup_tools.repo.base import open_repository
+from backup_tools.repo import open_repository
 
 
 def _log(message: str) -> None:

@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from backup_tools.cli.common import add_repo, add_verb, log
-from backup_tools.repo.base import open_repository
+from backup_tools.repo import open_repository
 
 
 def cmd_rekey(args: argparse.Namespace) -> int:

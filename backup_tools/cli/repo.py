@@ -13,7 +13,7 @@ from typing import Any
 from backup_tools.cli.common import add_key, add_pgbin, add_repo, add_verb, log, pg_for
 from backup_tools.config import load_pgdrill_section
 from backup_tools.errors import UsageError
-from backup_tools.repo.base import open_repository
+from backup_tools.repo import open_repository
 
 
 def _record_doc(r: Any) -> dict[str, Any]:

@@ -9,7 +9,8 @@ from typing import Any
 
 from backup_tools.cli.common import add_key, add_pgbin, add_repo, add_verb, log, pg_for
 from backup_tools.errors import UsageError
-from backup_tools.repo.base import Repository, open_repository
+from backup_tools.repo import open_repository
+from backup_tools.repo.base import Repository
 from backup_tools.restore.pitr import RecoveryTarget
 
 

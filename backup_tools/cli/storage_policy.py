@@ -16,7 +16,7 @@ def cmd_storage_policy(args: argparse.Namespace) -> int:
     from backup_tools.config import load_pgdrill_section
     from backup_tools.lifecycle.retention import RetentionPolicy
     from backup_tools.lifecycle.tiers import parse_tiers, storage_policy
-    from backup_tools.repo.base import open_repository
+    from backup_tools.repo import open_repository
     from backup_tools.repo.s3.repository import S3Repository
 
     repo = open_repository(args.repo)

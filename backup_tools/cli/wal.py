@@ -9,7 +9,7 @@ from typing import Any
 
 from backup_tools.cli.common import add_key, add_repo, add_verb, one_line
 from backup_tools.errors import BackupToolsError, WalMissing
-from backup_tools.repo.base import open_repository
+from backup_tools.repo import open_repository
 from backup_tools.wal.archive import WAL_FETCH_ABORT_EXIT, wal_fetch, wal_push
 
 

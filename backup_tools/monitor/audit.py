@@ -157,7 +157,8 @@ def record(run: Run) -> None:
     ended, line = time.time(), None
     if run.repo:
         try:
-            from backup_tools.repo.base import FileRepository, open_repository
+            from backup_tools.repo import open_repository
+            from backup_tools.repo.base import FileRepository
 
             repo = open_repository(run.repo)
             run.repo = repo.url

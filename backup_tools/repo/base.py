@@ -14,7 +14,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
-from urllib.parse import unquote, urlparse
 
 from backup_tools.catalog import BACKUPS, CATALOG_NAME, BackupRecord, sort_by_catalog_time
 from backup_tools.errors import BackupNotFound, DocumentMissing, RepositoryError, UsageError
@@ -222,17 +221,3 @@ def is_stale_lock(holder: dict) -> bool:
     except PermissionError:
         return False
     return False
-
-
-def open_repository(url: str) -> Repository:
-    """Open a repository from its URL: file:///path or s3://bucket/prefix."""
-    parsed = urlparse(url)
-    if parsed.scheme == "file":
-        if parsed.netloc not in ("", "localhost"):
-            raise UsageError(f"file repository URL must be file:///absolute/path, got {url!r}")
-        return FileRepository(Path(unquote(parsed.path)))
-    if parsed.scheme == "s3":
-        from backup_tools.repo.s3.repository import S3Repository
-
-        return S3Repository.from_url(url)
-    raise UsageError(f"unsupported repository URL {url!r}: use file:///path or s3://bucket/prefix")

@@ -94,7 +94,7 @@ def guard(args: Any) -> None:
     verb = getattr(args, "verb", None)
     if verb not in ("backup", "copy"):
         return
-    from backup_tools.repo.base import open_repository
+    from backup_tools.repo import open_repository
 
     allowed = allowed_regions(getattr(args, "allowed_regions", None))
     target = args.to_repo if verb == "copy" else args.repo

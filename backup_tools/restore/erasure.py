@@ -92,7 +92,7 @@ def subject_hash(key: bytes, subject: str) -> str:
 
 def record(ledger_url: str, config: ErasureConfig, subject: str, *, now: datetime | None = None) -> dict[str, Any]:
     """Append an erasure request to the ledger; returns the stored entry (no clear identifier in it)."""
-    from backup_tools.repo.base import open_repository
+    from backup_tools.repo import open_repository
 
     now = now or datetime.now(UTC)
     entry = {"id": uuid.uuid4().hex[:12], "requested_at": now.isoformat(), "subject_hmac": subject_hash(config.key, subject),
@@ -106,7 +106,8 @@ def record(ledger_url: str, config: ErasureConfig, subject: str, *, now: datetim
 
 def read_ledger(ledger_url: str) -> list[dict[str, Any]]:
     """Every request in the ledger, oldest first; an unreachable ledger raises (a restore must not pass without it)."""
-    from backup_tools.repo.base import FileRepository, open_repository
+    from backup_tools.repo import open_repository
+    from backup_tools.repo.base import FileRepository
 
     ledger = open_repository(ledger_url)
     if isinstance(ledger, FileRepository) and not ledger.root.is_dir():

@@ -16,7 +16,7 @@ from botocore.exceptions import ClientError
 
 from backup_tools.catalog import BackupRecord
 from backup_tools.errors import BackupNotFound, IntegrityError, RepositoryError
-from backup_tools.repo.base import open_repository
+from backup_tools.repo import open_repository
 from backup_tools.repo.s3.repository import MiB, RestorePending, S3Repository, retain_for
 from fixtures.faultproxy import FaultProxy, closed_port_url, fault_proxy
 from fixtures.s3 import S3Credentials, S3Service
