@@ -24,7 +24,7 @@ from backup_tools.catalog import BACKUPS, BackupRecord
 from backup_tools.errors import IntegrityError, ToolFailed, UsageError, VersionMismatch
 from backup_tools.pg.bin import PgBin
 from backup_tools.pg.run import check_tool_version, run
-from backup_tools.repo.base import FileRepository, Repository
+from backup_tools.repo.base import Repository
 from backup_tools.repo.objects import Sealing, open_object
 
 Format = Literal["tar", "plain"]
@@ -203,7 +203,7 @@ def _extract_one(
     )  # fmt: skip
     base = entry.name.removesuffix(".zst").removesuffix(".gz")
     # a plain object in a local repository: tar reads the file, the stream beside it only checks the sha256
-    local = repo._path(key) if isinstance(repo, FileRepository) and entry.codec == "none" and not sealing else None
+    local = repo.local_path(key) if entry.codec == "none" and not sealing else None
     log(f"### Fetching {key} ({entry.size} bytes)")
     try:
         with stream:

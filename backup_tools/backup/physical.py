@@ -31,7 +31,7 @@ from backup_tools.backup.tar import TarPipe
 from backup_tools.catalog import BACKUPS, CATALOG_NAME, BackupRecord, FileEntry, Kind, new_backup_id
 from backup_tools.errors import BackupNotFound, BackupToolsError, UsageError, VersionMismatch
 from backup_tools.pg.bin import PgBin
-from backup_tools.repo.base import FileRepository, Repository
+from backup_tools.repo.base import Repository
 from backup_tools.repo.compress import SUFFIXES, check_codec
 from backup_tools.repo.objects import Sealing, copy_to_file, new_sealing, open_object, open_sealing, store_object
 from backup_tools.repo.policy import enforce, read_identity, write_identity
@@ -107,7 +107,7 @@ def physical_backup(
     with repo.lock():
         identity = check_identity(repo, system_identifier=state.system_identifier, major=state.major)
         root = staging_root(repo, staging_dir)
-        clear_stale(root, locked=staging_dir is None and isinstance(repo, FileRepository), log=log)
+        clear_stale(root, locked=staging_dir is None and repo.local_path("staging") is not None, log=log)
         parent = latest_physical(repo) if kind == "incremental" else None
         sealing = new_sealing(key_file)
         enforce(repo, sealing.meta if sealing else None, what=f"take a {kind} backup", identity=identity)
@@ -177,7 +177,7 @@ def _take(record: BackupRecord, *, dsn: str, repo: Repository, pg: PgBin, state:
         psealing = open_sealing(parent.encryption, key_file=key_file)
         copy_to_file(_open_entry(repo, parent, entry, psealing), parent_manifest)
     data = staging / "data"
-    linking = isinstance(repo, FileRepository) and codec == "none" and sealing is None
+    linking = repo.local_path(f"{BACKUPS}/{record.id}") is not None and codec == "none" and sealing is None
     log(f"### Running pg_basebackup ({fmt} format) into {data}")
     writer = Background(run_basebackup, dsn=dsn, pg=pg, dest=data, fmt=fmt, server_version_num=state.version_num,
                         incremental_manifest=parent_manifest, label=record.id, sync=linking)  # fmt: skip

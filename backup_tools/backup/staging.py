@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from backup_tools.errors import UsageError
-from backup_tools.repo.base import FileRepository, Repository, _read_lock, is_stale_lock
+from backup_tools.repo.base import Repository, is_stale_lock, read_lock
 
 OWNER = ".owner.json"
 UNMARKED_GRACE = 600.0  # a directory without its owner file yet (being created) is left alone this long
@@ -31,9 +31,8 @@ Log = Callable[[str], Any]
 
 def staging_root(repo: Repository, staging_dir: Path | None) -> Path:
     """The directory backups of this repository stage under (created 0700; another user's is refused)."""
-    in_repo = staging_dir is None and isinstance(repo, FileRepository)
-    base = repo.root if in_repo else (staging_dir or Path(tempfile.gettempdir()))  # type: ignore[attr-defined]
-    root = base / ("staging" if in_repo else f"pgdrill-staging-{os.getuid()}")
+    in_repo = repo.local_path("staging") if staging_dir is None else None  # file://: beside the objects, hard-linked
+    root = in_repo or (staging_dir or Path(tempfile.gettempdir())) / f"pgdrill-staging-{os.getuid()}"
     root.mkdir(mode=0o700, parents=True, exist_ok=True)
     info = root.stat()
     if info.st_uid != os.getuid():
@@ -56,7 +55,7 @@ def clear_stale(root: Path, *, locked: bool, log: Log) -> list[Path]:
 
 
 def _abandoned(entry: Path) -> bool:
-    owner = _read_lock(entry / OWNER)
+    owner = read_lock(entry / OWNER)
     if owner:
         return is_stale_lock(owner)
     try:

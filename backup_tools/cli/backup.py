@@ -19,7 +19,7 @@ PHYSICAL_FORMATS, LOGICAL_FORMATS = ("tar", "plain"), ("custom", "directory", "p
 def cmd_backup(args: argparse.Namespace) -> int:
     """Take a backup."""
     repo = open_repository(args.repo)
-    repo.placement = placement_for(repo, storage_class=args.storage_class, lock_days=args.lock_days)  # type: ignore[attr-defined]
+    repo = repo.placed(placement_for(repo, storage_class=args.storage_class, lock_days=args.lock_days))
     if args.kind == "logical":
         from backup_tools.backup.logical import backup_logical
 

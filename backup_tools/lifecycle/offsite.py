@@ -29,10 +29,11 @@ from backup_tools.errors import (
 from backup_tools.repo.base import Repository
 from backup_tools.repo.objects import read_envelope
 from backup_tools.repo.policy import FIELD as POLICY
+from backup_tools.repo.policy import read_identity
 from backup_tools.repo.s3.placement import Placement, is_archived
 from backup_tools.restore.pitr import backup_chain
 from backup_tools.streams import sha256_of
-from backup_tools.wal.archive import read_identity, wal_names
+from backup_tools.wal.archive import wal_names
 from backup_tools.wal.lsn import classify, parse_lsn, segment_name
 
 STATUS_KEY = "copy-status.json"
@@ -79,7 +80,7 @@ def _dest_sha256(dst: Repository, key: str) -> str | None:
     """
     if not dst.exists(key):
         return None
-    if getattr(getattr(dst, "placement", None), "archived", False) and is_archived(dst, key):
+    if dst.placement is not None and dst.placement.archived and is_archived(dst, key):
         return dst.stored_sha256(key)  # type: ignore[attr-defined]
     with dst.open_raw(key) as f:
         return sha256_of(f)[1]
@@ -221,8 +222,7 @@ def copy_backups(src: Repository, dst: Repository, *, backup: str = "latest", al
     """
     if src.url == dst.url:
         raise UsageError(f"--repo and --to-repo are the same repository ({src.url}); copy to another one")
-    if placement is not None:
-        dst.placement = placement  # type: ignore[attr-defined]
+    dst = dst.placed(placement)
     began = datetime.now(UTC)
     records = select_backups(src, backup)
     try:

@@ -10,7 +10,7 @@ from typing import Any
 
 from backup_tools.catalog import BACKUPS, CATALOG_NAME, WAL
 from backup_tools.lifecycle.retention import DELETING, RetentionPlan, RetentionPolicy, plan_retention
-from backup_tools.repo.base import FileRepository, Repository
+from backup_tools.repo.base import Repository
 from backup_tools.repo.s3.placement import locked_until
 
 
@@ -98,8 +98,9 @@ def _say_locked(locked: dict[str, datetime], log: Callable[[str], Any]) -> None:
 
 def _remove_staging(repo: Repository, backup_id: str, log: Callable[[str], Any]) -> None:
     """Remove staging/<id>-* a killed backup left in a file:// repository (the next backup would too)."""
-    if not isinstance(repo, FileRepository):
+    staging = repo.local_path("staging")
+    if staging is None:
         return
-    for stale in (repo.root / "staging").glob(f"{backup_id}*"):
+    for stale in staging.glob(f"{backup_id}*"):
         log(f"### Removing {stale}, left by a backup that was killed")
         shutil.rmtree(stale, ignore_errors=True)

@@ -13,9 +13,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
-from backup_tools.catalog import BACKUPS, CATALOG_NAME, BackupRecord, sort_by_catalog_time
+from backup_tools.catalog import (
+    BACKUPS,
+    CATALOG_NAME,
+    BackupRecord,
+    sort_by_catalog_time,
+)
 from backup_tools.errors import BackupNotFound, DocumentMissing, RepositoryError, UsageError
 from backup_tools.streams import HashingReader, copy_hashing, fsync_dir
 
@@ -29,10 +34,13 @@ class ObjectInfo:
     sha256: str
 
 
+
+
 class Repository(ABC):
     """Object store for backups, WAL and catalogs; every implementation streams and verifies."""
 
     url: str
+    placement: Any = None  # storage class / Object Lock of backup objects (a repo.s3.placement.Placement); see placed()
 
     @abstractmethod
     def put_stream(self, key: str, src: BinaryIO, *, overwrite: bool = False) -> ObjectInfo:
@@ -67,6 +75,19 @@ class Repository(ABC):
     def list_sizes(self, prefix: str) -> dict[str, int]:
         """Keys under a prefix with their stored sizes (objects deleted meanwhile are left out)."""
         return {k: n for k in self.list(prefix) if (n := self.stat(k)) is not None}
+
+    def placed(self, placement: Any) -> Repository:
+        """This repository writing backup objects with placement (storage class, Object Lock); None: unchanged."""
+        if placement is None:
+            return self
+        raise UsageError(f"--storage-class and --lock-days need an s3:// repository; {self.url} is not one")
+
+    def local_path(self, key: str) -> Path | None:
+        """The local file holding key when the repository keeps objects as plain files (file://), else None.
+
+        Operations use it to hard-link staged files in, let tar read a stored file, or stage beside the repository.
+        """
+        return None
 
     def put_bytes(self, key: str, data: bytes, *, overwrite: bool = False) -> ObjectInfo:
         """Store a small object."""
@@ -120,6 +141,9 @@ class FileRepository(Repository):
         if key.startswith("/") or ".." in key.split("/"):
             raise UsageError(f"invalid object key {key!r}")
         return self.root / key
+
+    def local_path(self, key: str) -> Path:
+        return self._path(key)
 
     def put_stream(self, key: str, src: BinaryIO, *, overwrite: bool = False) -> ObjectInfo:
         path = self._path(key)
@@ -187,7 +211,7 @@ class FileRepository(Repository):
                 fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
                 break
             except FileExistsError:
-                holder = _read_lock(path)
+                holder = read_lock(path)
                 if attempt == 0 and is_stale_lock(holder):
                     path.unlink(missing_ok=True)
                     continue
@@ -203,7 +227,7 @@ class FileRepository(Repository):
             path.unlink(missing_ok=True)
 
 
-def _read_lock(path: Path) -> dict:
+def read_lock(path: Path) -> dict:
     try:
         return json.loads(path.read_text() or "{}")
     except (OSError, ValueError):

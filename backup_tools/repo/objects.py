@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from backup_tools.errors import IntegrityError, RepositoryError
-from backup_tools.repo.base import FileRepository, Repository
+from backup_tools.repo.base import Repository
 from backup_tools.repo.compress import check_codec, compressing_reader, decompressing_reader
 from backup_tools.repo.objstreams import Chain, CheckedPlain, Hashing, Named
 from backup_tools.streams import CHUNK, HashingReader, fsync_dir, sha256_of
@@ -109,7 +109,7 @@ def store_object(
     name = key.rsplit("/", 1)[-1]
     if not isinstance(src, Path):
         return _store_stream(repo, key, src, codec=codec, sealing=sealing, scope=scope, name=name)
-    if envelope is None and codec == "none" and sealing is None and isinstance(repo, FileRepository):
+    if envelope is None and codec == "none" and sealing is None and repo.local_path(key) is not None:
         linked = _link_into(repo, key, src, sha256=sha256)
         if linked is not None:
             return linked
@@ -237,9 +237,10 @@ def drain(src: BinaryIO) -> None:
         pass
 
 
-def _link_into(repo: FileRepository, key: str, src: Path, *, sha256: str | None = None) -> StoredObject | None:
+def _link_into(repo: Repository, key: str, src: Path, *, sha256: str | None = None) -> StoredObject | None:
     """Hard-link a staged file into a file:// repository (None when not on the same filesystem)."""
-    dest = repo._path(key)
+    dest = repo.local_path(key)
+    assert dest is not None, "only for repositories with local files"
     if dest.exists():
         raise RepositoryError(f"{key} already exists in {repo.url}; refusing to overwrite it")
     dest.parent.mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,7 @@ from backup_tools.catalog import WAL
 from backup_tools.errors import RecoveryError, UsageError
 from backup_tools.pg.bin import PgBin
 from backup_tools.pg.run import run
-from backup_tools.repo.base import FileRepository, Repository
+from backup_tools.repo.base import Repository
 from backup_tools.repo.objects import open_sealing
 from backup_tools.repo.s3.placement import request_restores
 from backup_tools.restore.pitr import RecoveryTarget, backup_chain, choose_backup, configure_recovery, recovery_settings
@@ -171,7 +171,7 @@ def restore(
         if early:
             log(f"### Prefetched {len(early)} WAL file(s) into {to / 'pg_wal'}: {early[0]} .. {early[-1]}")
         fetcher.join()
-        local = repo.root / WAL if isinstance(repo, FileRepository) else None
+        local = repo.local_path(WAL)
         cmd = restore_command(repo.url, key_file=wal_key, prefetched=prefetch, wal_dir=local)
         configure_recovery(to, recovery_settings(restore_command=cmd, target=target, archive=archive))
         if target is None and (end := archive_end(record, names)):

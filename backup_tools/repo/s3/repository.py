@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 import io
@@ -110,9 +111,14 @@ class S3Repository(Repository):
         parsed = urlparse(self._c.meta.endpoint_url)
         self.endpoint = f"{parsed.scheme}://{parsed.hostname}" + (f":{parsed.port}" if parsed.port else "")
         self._bucket_ok = False
-        self.placement: Any = (
-            None  # a placement.Placement for backup objects (backup/copy --storage-class, --lock-days)
-        )
+
+    def placed(self, placement: Any) -> S3Repository:
+        """A view of this repository whose backup objects get placement's storage class and Object Lock."""
+        if placement is None:
+            return self
+        view = copy.copy(self)
+        view.placement = placement
+        return view
 
     @property
     def _c(self) -> Any:
