@@ -20,7 +20,7 @@ from backup_tools.pg.checks import fingerprint, fingerprint_schemas, table_keys
 from backup_tools.pg.conn import ConnInfo, connect, libpq_env, server_info
 from backup_tools.pg.run import check_tool_version, redact, run_pipeline
 from backup_tools.pg.schemadigest import schema_digest
-from backup_tools.repo.base import FileRepository, Repository
+from backup_tools.repo.base import Repository
 from backup_tools.repo.compress import SUFFIXES, check_codec
 from backup_tools.repo.objects import Sealing, StoredObject, new_sealing, store_object
 from backup_tools.repo.policy import enforce
@@ -196,7 +196,7 @@ def _store_dump(
 
     if fmt == "directory":
         root = staging_root(repo, None)  # 0700; what a killed run left there is removed first (the lock is held)
-        clear_stale(root, locked=isinstance(repo, FileRepository), log=_logger.info)
+        clear_stale(root, locked=repo.local_path("staging") is not None, log=_logger.info)
         tmp = new_staging(root, backup_id, repo_url=repo.url)
         try:
             target = tmp / DUMP_NAME[fmt]

@@ -8,12 +8,19 @@ from typing import Any
 
 from backup_tools.cli.common import add_key, add_pgbin, add_repo, add_verb, log, pg_for
 from backup_tools.errors import UsageError
-from backup_tools.lifecycle.labels import check_label
+from backup_tools.lifecycle.labels import LABEL
 from backup_tools.monitor.audit import note
 from backup_tools.repo import open_repository
 from backup_tools.repo.s3.placement import STORAGE_CLASSES, placement_for
 
 PHYSICAL_FORMATS, LOGICAL_FORMATS = ("tar", "plain"), ("custom", "directory", "plain")
+
+
+def check_label(text: str) -> str:
+    """An argparse type: a label is 1-40 lower-case letters, digits, '-' or '_'."""
+    if not LABEL.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"invalid label {text!r}: use lower-case letters, digits, '-' or '_'")
+    return text
 
 
 def cmd_backup(args: argparse.Namespace) -> int:

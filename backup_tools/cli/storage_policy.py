@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 from backup_tools.cli.common import add_repo, add_verb
-from backup_tools.errors import UsageError
 
 
 def cmd_storage_policy(args: argparse.Namespace) -> int:
@@ -17,11 +16,9 @@ def cmd_storage_policy(args: argparse.Namespace) -> int:
     from backup_tools.lifecycle.retention import RetentionPolicy
     from backup_tools.lifecycle.tiers import parse_tiers, storage_policy
     from backup_tools.repo import open_repository
-    from backup_tools.repo.s3.repository import S3Repository
+    from backup_tools.repo.s3.placement import require_s3
 
-    repo = open_repository(args.repo)
-    if not isinstance(repo, S3Repository):
-        raise UsageError(f"storage-policy sets S3 lifecycle rules; {repo.url} is not an s3:// repository")
+    repo = require_s3(open_repository(args.repo), "storage-policy sets S3 lifecycle rules")
     config = load_pgdrill_section(Path(args.config), "retention", what="retention config") or {}
     tiers = parse_tiers(config.get("tiers"))
     report = storage_policy(repo, tiers, RetentionPolicy.from_config(config), now=datetime.now(UTC), apply=args.apply)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -14,11 +13,6 @@ from backup_tools.errors import UsageError
 LABEL = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
 
 
-def check_label(text: str) -> str:
-    """An argparse type: a label is 1-40 lower-case letters, digits, '-' or '_'."""
-    if not LABEL.fullmatch(text):
-        raise argparse.ArgumentTypeError(f"invalid label {text!r}: use lower-case letters, digits, '-' or '_'")
-    return text
 
 
 @dataclass(frozen=True)

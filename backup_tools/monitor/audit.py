@@ -158,11 +158,10 @@ def record(run: Run) -> None:
     if run.repo:
         try:
             from backup_tools.repo import open_repository
-            from backup_tools.repo.base import FileRepository
-
             repo = open_repository(run.repo)
             run.repo = repo.url
-            if not isinstance(repo, FileRepository) or repo.root.is_dir():  # never create a mistyped file:// path
+            local = repo.local_path("")
+            if local is None or local.is_dir():  # never create a mistyped file:// path
                 line = append(repo, run, ended=ended)
         except (BackupToolsError, OSError) as e:
             _warn(run, f"could not append to {run.repo}: {e}")

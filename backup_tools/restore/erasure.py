@@ -107,10 +107,8 @@ def record(ledger_url: str, config: ErasureConfig, subject: str, *, now: datetim
 def read_ledger(ledger_url: str) -> list[dict[str, Any]]:
     """Every request in the ledger, oldest first; an unreachable ledger raises (a restore must not pass without it)."""
     from backup_tools.repo import open_repository
-    from backup_tools.repo.base import FileRepository
-
     ledger = open_repository(ledger_url)
-    if isinstance(ledger, FileRepository) and not ledger.root.is_dir():
+    if (local := ledger.local_path("")) is not None and not local.is_dir():
         raise BackupToolsError(f"erasure ledger {ledger_url} does not exist; a restore is not ready without its replay")
     try:
         return [json.loads(ledger.get_bytes(k)) for k in ledger.list(f"{PREFIX}/")]

@@ -58,6 +58,13 @@ def _is_s3(repo: Repository) -> bool:
     return isinstance(repo, S3Repository)
 
 
+def require_s3(repo: Repository, why: str) -> Any:
+    """The repository itself when it is an s3:// one; a UsageError saying why it must be otherwise."""
+    if not _is_s3(repo):
+        raise UsageError(f"{why}; {repo.url} is not an s3:// repository")
+    return repo
+
+
 def placement_for(
     repo: Repository, *, storage_class: str | None = None, lock_days: int | None = None
 ) -> Placement | None:
