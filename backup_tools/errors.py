@@ -1,10 +1,16 @@
-"""One error hierarchy for backup_tools; each error says what failed and what to do."""
+"""One error hierarchy for backup_tools, a base per area; each error says what failed and what to do.
+
+Areas and exit codes: usage (2), repository (1), integrity (1), key (3), recovery (1), tool (1).
+"""
 
 
 class BackupToolsError(Exception):
     """An operation failed; the message says what was tried and what to do next."""
 
     exit_code = 1
+
+
+# usage: bad input, nothing was changed
 
 
 class UsageError(BackupToolsError):
@@ -21,12 +27,11 @@ class VersionMismatch(UsageError):
     """A tool, server or repository has an incompatible PostgreSQL major version."""
 
 
-class ToolFailed(BackupToolsError):
-    """A PostgreSQL tool exited non-zero or timed out."""
+class BackupNotFound(UsageError):
+    """No backup matches the requested id or recovery target."""
 
 
-class ConnectionFailed(BackupToolsError):
-    """The database could not be reached with the given connection string."""
+# repository: where backups live
 
 
 class RepositoryError(BackupToolsError):
@@ -37,23 +42,51 @@ class DocumentMissing(RepositoryError):
     """An object or document is not (or no longer) in its repository or bucket."""
 
 
-class IntegrityError(BackupToolsError):
-    """Stored data does not match its recorded checksum or manifest."""
-
-
-class BackupNotFound(UsageError):
-    """No backup matches the requested id or recovery target."""
-
-
-class RecoveryError(BackupToolsError):
-    """A restored cluster did not reach its recovery target."""
+class RestorePending(RepositoryError):
+    """An archived (GLACIER / DEEP_ARCHIVE) object is being restored; retry the read later."""
 
 
 class WalMissing(BackupToolsError):
-    """A WAL file is not in the archive (wal-fetch exit code 1)."""
+    """A WAL file is not in the archive (wal-fetch exit code 1; any other error stops recovery)."""
+
+
+# integrity: what was read is not what was written
+
+
+class IntegrityCheckFailed(BackupToolsError):
+    """Stored data does not match its recorded checksum, manifest or fingerprint (not psycopg's IntegrityError)."""
+
+
+# key: encryption
 
 
 class EncryptionKeyError(BackupToolsError):
     """The encryption key is missing or wrong; nothing was decrypted (exit code 3)."""
 
     exit_code = 3
+
+
+# recovery: a restored server
+
+
+class RecoveryError(BackupToolsError):
+    """A restored cluster did not reach its recovery target."""
+
+
+# tool: PostgreSQL programs, servers and connections
+
+
+class ToolError(BackupToolsError):
+    """A PostgreSQL program, server or connection failed."""
+
+
+class ToolFailed(ToolError):
+    """A PostgreSQL tool exited non-zero or timed out."""
+
+
+class ConnectionFailed(ToolError):
+    """The database could not be reached with the given connection string."""
+
+
+class ClusterError(ToolError):
+    """A suite-managed cluster failed to start, stop, answer or recover."""

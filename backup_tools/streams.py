@@ -8,14 +8,14 @@ import os
 from pathlib import Path
 from typing import BinaryIO, cast
 
-from backup_tools.errors import IntegrityError
+from backup_tools.errors import IntegrityCheckFailed
 
 CHUNK = 1 << 20
 READ_SIZE = 1 << 16
 
 
 class HashingReader(io.RawIOBase):
-    """Wraps a stream, hashing what is read; at EOF raises IntegrityError if the sha256 or size differ."""
+    """Wraps a stream, hashing what is read; at EOF raises IntegrityCheckFailed if the sha256 or size differ."""
 
     def __init__(self, raw: BinaryIO, *, key: str, expected_sha256: str | None, expected_size: int | None = None):
         self._raw, self._key = raw, key
@@ -47,14 +47,14 @@ class HashingReader(io.RawIOBase):
 
 
 def check_read(key: str, got_size: int, got_sha256: str, *, size: int | None, sha256: str | None) -> None:
-    """Raise IntegrityError naming key when what was read differs from the recorded size or sha256 (None: unknown)."""
+    """Raise IntegrityCheckFailed naming key when what was read differs from the recorded size or sha256 (None: unknown)."""
     if size is not None and got_size != size:
-        raise IntegrityError(
+        raise IntegrityCheckFailed(
             f"{key}: read {got_size} bytes, catalog says {size} (truncated or replaced); "
             "restore from another backup or copy"
         )
     if sha256 and got_sha256 != sha256:
-        raise IntegrityError(
+        raise IntegrityCheckFailed(
             f"{key}: sha256 {got_sha256[:16]}… does not match the catalog's "
             f"{sha256[:16]}… (corrupted object); restore from another backup or copy"
         )

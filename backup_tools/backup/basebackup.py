@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from backup_tools.backup.tar import untar
 from backup_tools.catalog import BACKUPS, BackupRecord
-from backup_tools.errors import IntegrityError, ToolFailed, UsageError, VersionMismatch
+from backup_tools.errors import IntegrityCheckFailed, ToolFailed, UsageError, VersionMismatch
 from backup_tools.pg.bin import PgBin
 from backup_tools.pg.run import check_tool_version, run
 from backup_tools.repo.base import Repository
@@ -156,7 +156,7 @@ def verify_dir(path: Path, *, pg: PgBin, fmt: Format) -> None:
     try:
         run([*args, path], timeout=None)
     except ToolFailed as e:
-        raise IntegrityError(f"pg_verifybackup rejected the backup in {path}: {e}") from e
+        raise IntegrityCheckFailed(f"pg_verifybackup rejected the backup in {path}: {e}") from e
 
 
 def _unpack_tars(path: Path, dest: Path) -> None:
@@ -176,7 +176,7 @@ def read_manifest(path: Path) -> ManifestInfo:
         ranges = doc["WAL-Ranges"]
         first, last = ranges[-1], ranges[0]  # newest timeline first in a manifest
     except (OSError, ValueError, KeyError, IndexError) as e:
-        raise IntegrityError(f"{path} is not a readable backup manifest ({e}); take the backup again") from e
+        raise IntegrityCheckFailed(f"{path} is not a readable backup manifest ({e}); take the backup again") from e
     sysid = doc.get("System-Identifier")
     return ManifestInfo(int(last["Timeline"]), first["Start-LSN"], last["End-LSN"], str(sysid) if sysid else None)
 
@@ -221,7 +221,7 @@ def _extract_one(
     except (tarfile.TarError, EOFError, OSError) as e:
         if isinstance(e, OSError) and not isinstance(e, EOFError) and e.errno is not None:
             raise
-        raise IntegrityError(
+        raise IntegrityCheckFailed(
             f"{key} in {repo.url} is damaged ({e}): truncated or corrupted; restore another backup"
         ) from e
     return entry.plain_size or entry.size

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from backup_tools.errors import IntegrityError, ToolFailed
+from backup_tools.errors import IntegrityCheckFailed, ToolFailed
 
 POLL = 0.005
 
@@ -71,10 +71,12 @@ class GrowingFile(io.RawIOBase):
                 return n
             if finished:
                 if self._f is None:
-                    raise IntegrityError(f"{self._path} was never written; the backup is incomplete")
+                    raise IntegrityCheckFailed(f"{self._path} was never written; the backup is incomplete")
                 final = self._path.stat().st_size
                 if final != self.size:
-                    raise IntegrityError(f"{self._path} is {final} bytes but {self.size} were read; take it again")
+                    raise IntegrityCheckFailed(
+                        f"{self._path} is {final} bytes but {self.size} were read; take it again"
+                    )
                 return 0
             time.sleep(POLL)
 

@@ -14,7 +14,7 @@ import threading
 from pathlib import Path
 from typing import BinaryIO
 
-from backup_tools.errors import IntegrityError
+from backup_tools.errors import IntegrityCheckFailed
 from backup_tools.repo.objects import drain
 from backup_tools.streams import CHUNK
 
@@ -48,7 +48,7 @@ class TarPipe:
         if not data:
             self._thread.join()
             if self._error is not None:
-                raise IntegrityError(f"could not tar the staged backup: {self._error}") from self._error
+                raise IntegrityCheckFailed(f"could not tar the staged backup: {self._error}") from self._error
         return data
 
     def close(self) -> None:

@@ -21,7 +21,7 @@ from backup_tools.catalog import BACKUPS, CATALOG_NAME, IDENTITY_KEY, WAL, Backu
 from backup_tools.errors import (
     BackupToolsError,
     EncryptionKeyError,
-    IntegrityError,
+    IntegrityCheckFailed,
     RepositoryError,
     UsageError,
     VersionMismatch,
@@ -108,8 +108,8 @@ def copy_object(src: Repository, dst: Repository, key: str, *, sha256: str | Non
     try:
         with src.open_read(key, sha256=expected, size=size) as stream:
             info = dst.put_stream(key, stream, overwrite=found is not None)
-    except IntegrityError as e:
-        raise IntegrityError(f"source object damaged, nothing copied: {e}") from e
+    except IntegrityCheckFailed as e:
+        raise IntegrityCheckFailed(f"source object damaged, nothing copied: {e}") from e
     except RepositoryError as e:
         if not src.exists(key):
             raise _missing(src, key, e) from e
@@ -117,7 +117,7 @@ def copy_object(src: Repository, dst: Repository, key: str, *, sha256: str | Non
     expected = expected or info.sha256  # what was read from the source (verified against its checksum if any)
     got = _dest_sha256(dst, key)
     if got != expected:
-        raise IntegrityError(
+        raise IntegrityCheckFailed(
             f"{key} at {dst.url} reads back with sha256 {(got or 'nothing')[:16]}…, the source has {expected[:16]}… "
             "(checksum mismatch at the destination); check the destination storage and run the copy again"
         )

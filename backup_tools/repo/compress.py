@@ -11,7 +11,7 @@ Stored format: plain standard streams, so an operator can always fall back to `z
 The codec is not guessed on restore: the writer records it in the catalog (the backup's options, and the
 object name's suffix from `SUFFIXES`). `sniff_codec` recognises zstd and gzip by their magic numbers for
 diagnostics only ("none" cannot be told apart from data that happens to start with a magic number).
-A truncated, corrupted or empty compressed stream raises IntegrityError; decompression never ends
+A truncated, corrupted or empty compressed stream raises IntegrityCheckFailed; decompression never ends
 silently in the middle of a frame or member.
 """
 
@@ -22,7 +22,7 @@ from typing import Any, BinaryIO
 
 import zstandard
 
-from backup_tools.errors import IntegrityError, UsageError
+from backup_tools.errors import IntegrityCheckFailed, UsageError
 from backup_tools.streams import READ_SIZE, PullReader, as_binary_io, read_exact
 
 CODECS = ("zstd", "gzip", "none")
@@ -111,13 +111,15 @@ class _Decompress(PullReader):
                 return None
             if not data:
                 what = "is empty" if self._dec is None else "ends in the middle of a frame"
-                raise IntegrityError(f"{self.name} stream {what} (truncated object); restore from another copy")
+                raise IntegrityCheckFailed(f"{self.name} stream {what} (truncated object); restore from another copy")
         if self._dec is None:
             self._dec, self._units = self._new(), self._units + 1
         try:
             return self._feed(data)
         except (zstandard.ZstdError, zlib.error) as e:
-            raise IntegrityError(f"{self.name} stream is corrupted ({e}); restore from another backup or copy") from e
+            raise IntegrityCheckFailed(
+                f"{self.name} stream is corrupted ({e}); restore from another backup or copy"
+            ) from e
 
 
 class _ZstdDecompress(_Decompress):
@@ -153,7 +155,7 @@ def compressing_reader(src: BinaryIO, *, codec: str, level: int | None = None) -
 
 
 def decompressing_reader(src: BinaryIO, *, codec: str) -> BinaryIO:
-    """Return a stream that yields `src` decompressed; raises IntegrityError on corrupt or truncated input."""
+    """Return a stream that yields `src` decompressed; raises IntegrityCheckFailed on corrupt or truncated input."""
     if check_codec(codec) == "none":
         return src
     raw = _ZstdDecompress(src) if codec == "zstd" else _GzipDecompress(src)

@@ -6,7 +6,7 @@ files have no catalog, so they are stored *self-describing*: a small envelope
 `b"PGDW1\\n" + JSON header + b"\\n" + payload` whose header carries the plaintext size and sha256, the
 codec and the encryption metadata (a data key per WAL file, wrapped by the key file or KMS key).
 Reads verify the stored sha256 (when known), decrypt (authenticated), decompress, and verify the
-plaintext sha256 and size at EOF; any mismatch raises IntegrityError naming the object.
+plaintext sha256 and size at EOF; any mismatch raises IntegrityCheckFailed naming the object.
 
 A file:// repository with no compression and no encryption takes a fast path: the file is hard-linked
 into the repository (same filesystem) instead of copied, so a staged backup costs no second write.
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from backup_tools.errors import IntegrityError, RepositoryError
+from backup_tools.errors import IntegrityCheckFailed, RepositoryError
 from backup_tools.repo.base import Repository
 from backup_tools.repo.compress import check_codec, compressing_reader, decompressing_reader
 from backup_tools.repo.objstreams import Chain, CheckedPlain, Hashing, Named
@@ -172,7 +172,7 @@ def read_envelope(repo: Repository, key: str) -> tuple[dict[str, Any], BinaryIO]
     magic = raw.read(len(ENVELOPE_MAGIC))
     if magic != ENVELOPE_MAGIC:
         raw.close()
-        raise IntegrityError(
+        raise IntegrityCheckFailed(
             f"{key} in {repo.url} has no backup-tools header (corrupted, truncated or written by another tool); "
             "delete it and re-archive it from the server's pg_wal if it is still there"
         )
@@ -183,7 +183,7 @@ def read_envelope(repo: Repository, key: str) -> tuple[dict[str, Any], BinaryIO]
             raise ValueError("incomplete header")
     except ValueError as e:
         raw.close()
-        raise IntegrityError(f"{key} in {repo.url} has a corrupted header ({e}); re-archive it") from e
+        raise IntegrityCheckFailed(f"{key} in {repo.url} has a corrupted header ({e}); re-archive it") from e
     return header, raw
 
 

@@ -6,7 +6,7 @@ import hashlib
 import io
 from typing import TYPE_CHECKING, BinaryIO
 
-from backup_tools.errors import IntegrityError
+from backup_tools.errors import IntegrityCheckFailed
 from backup_tools.streams import check_read
 
 if TYPE_CHECKING:
@@ -89,7 +89,7 @@ class Chain(io.RawIOBase):
 
 
 class Named(io.RawIOBase):
-    """Makes every IntegrityError raised while reading name the object and repository."""
+    """Makes every IntegrityCheckFailed raised while reading name the object and repository."""
 
     def __init__(self, raw: io.RawIOBase, *, key: str, url: str):
         self._raw, self._key, self._url = raw, key, url
@@ -100,10 +100,10 @@ class Named(io.RawIOBase):
     def readinto(self, buffer) -> int:  # type: ignore[override]
         try:
             return self._raw.readinto(buffer)
-        except IntegrityError as e:
+        except IntegrityCheckFailed as e:
             if self._key in str(e):
                 raise
-            raise IntegrityError(f"{self._key} in {self._url}: {e}") from e
+            raise IntegrityCheckFailed(f"{self._key} in {self._url}: {e}") from e
 
     def close(self) -> None:
         self._raw.close()

@@ -19,7 +19,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from backup_tools.catalog import IDENTITY_KEY, WAL, BackupRecord, clean_system_identifier
-from backup_tools.errors import BackupToolsError, DocumentMissing, EncryptionKeyError, IntegrityError, RepositoryError
+from backup_tools.errors import (
+    BackupToolsError,
+    DocumentMissing,
+    EncryptionKeyError,
+    IntegrityCheckFailed,
+    RepositoryError,
+)
 from backup_tools.repo.base import FileRepository, Repository
 from backup_tools.repo.objects import read_envelope
 from backup_tools.security.keys import KEY_FILE_ENV
@@ -41,7 +47,7 @@ def read_identity(repo: Repository) -> dict[str, Any] | None:
     except ValueError:
         doc = None
     if not isinstance(doc, dict):
-        raise IntegrityError(f"{IDENTITY_KEY} in {repo.url} is not a JSON object (damaged); restore it from a copy")
+        raise IntegrityCheckFailed(f"{IDENTITY_KEY} in {repo.url} is not a JSON object (damaged); restore it from a copy")
     if "system_identifier" in doc:  # also reads "b'7714…'", written by versions that stored SQL_ASCII bytes' repr
         doc["system_identifier"] = clean_system_identifier(doc["system_identifier"])
     return doc

@@ -15,7 +15,7 @@ from psycopg.conninfo import make_conninfo
 
 from backup_tools.backup.logical import DUMP_NAME
 from backup_tools.catalog import BACKUPS, BackupRecord
-from backup_tools.errors import BackupNotFound, IntegrityError, UsageError
+from backup_tools.errors import BackupNotFound, IntegrityCheckFailed, UsageError
 from backup_tools.pg.bin import PgBin
 from backup_tools.pg.checks import Fingerprint, fingerprint_named
 from backup_tools.pg.conn import connect, libpq_env, server_info
@@ -112,7 +112,7 @@ def restore_logical(
     Every object is fetched and checksum-verified before the database is touched. With jobs == 1 the
     restore is one transaction by default, so a failure leaves the database as it was. Restoring selected
     tables with clean=True drops and recreates them, which fails if other tables' foreign keys point at
-    them: use restore_table for that. strict=True raises IntegrityError when fingerprints differ.
+    them: use restore_table for that. strict=True raises IntegrityCheckFailed when fingerprints differ.
     create_roles creates the roles the dump names (owners, grantees) that the target lacks, as NOLOGIN.
     """
     say = log or _logger.info
@@ -153,7 +153,7 @@ def restore_logical(
         record.id, database, tuple(tables), tuple(sorted(expected.tables)), differences, time.monotonic() - started
     )
     if differences and strict:
-        raise IntegrityError(
+        raise IntegrityCheckFailed(
             f"restored database {database} differs from backup {record.id}'s fingerprints: "
             + "; ".join(differences)
             + ". Something changed the tables during the restore, or the restore was incomplete"

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Literal
 
 from backup_tools.catalog import BackupRecord
-from backup_tools.errors import BackupNotFound, IntegrityError, UsageError
+from backup_tools.errors import BackupNotFound, IntegrityCheckFailed, UsageError
 from backup_tools.repo.base import Repository
 from backup_tools.wal.lsn import parse_lsn
 
@@ -128,7 +128,7 @@ def backup_chain(repo: Repository, record: BackupRecord) -> list[BackupRecord]:
     while chain[0].kind == "incremental":
         child = chain[0]
         if not child.parent:
-            raise IntegrityError(f"incremental backup {child.id} records no parent; its catalog is damaged")
+            raise IntegrityCheckFailed(f"incremental backup {child.id} records no parent; its catalog is damaged")
         try:
             parent = repo.read_catalog(child.parent)
         except BackupNotFound as e:

@@ -6,7 +6,7 @@ Foreign keys: when other tables reference the table (e.g. chat_messages -> cases
 session_replication_role = replica, so no ON DELETE CASCADE fires and no child row is touched (this needs a
 superuser, or on PostgreSQL 15+ the SET privilege on session_replication_role). Then every foreign key from
 or to the table is checked; if any row would be left without its parent the whole restore is rolled back
-with an IntegrityError naming the constraint: restore the related tables too, or restore into a side table
+with an IntegrityCheckFailed naming the constraint: restore the related tables too, or restore into a side table
 (`into=`) and repair by hand. Sequences are not changed (they only move forward in the live database).
 A table that no longer exists (DROP TABLE) is recreated from the backup with pg_restore --table.
 """
@@ -25,7 +25,7 @@ from typing import IO
 import psycopg
 from psycopg import sql
 
-from backup_tools.errors import BackupToolsError, IntegrityError, UsageError
+from backup_tools.errors import BackupToolsError, IntegrityCheckFailed, UsageError
 from backup_tools.pg.bin import PgBin
 from backup_tools.pg.checks import Fingerprint, fingerprint, foreign_key_violations
 from backup_tools.pg.conn import connect, libpq_env, server_info
@@ -85,7 +85,7 @@ def _until_terminator(stream: IO[bytes]) -> Iterator[bytes]:
         if line in (b"\\.\n", b"\\."):
             return
         yield line
-    raise IntegrityError("the dump ended inside a COPY block (no \\. terminator): the backup is truncated")
+    raise IntegrityCheckFailed("the dump ended inside a COPY block (no \\. terminator): the backup is truncated")
 
 
 def load_table_rows(
@@ -250,7 +250,7 @@ def _swap_rows(conn: psycopg.Connection, backup_id: str, path: Path, fmt: str, s
             v for v in foreign_key_violations(conn, schema=schema) if v.startswith(f"{table}.") or f"-> {table}:" in v
         ]
         if broken:
-            raise IntegrityError(
+            raise IntegrityCheckFailed(
                 f"restoring {table} from backup {backup_id} would break foreign keys, so nothing was changed: "
                 + "; ".join(broken)
                 + ". Restore the related tables from the same backup too, or use into= to compare by hand"

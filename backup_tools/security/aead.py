@@ -15,7 +15,7 @@ object or another encryption of the same one, a missing last chunk, trailing dat
 or moved to another backup all fail authentication.
 
 Fail closed. A wrong data key or a header for another key id raises EncryptionKeyError (exit code 3)
-before any output; a chunk that fails authentication raises IntegrityError (tampered or truncated).
+before any output; a chunk that fails authentication raises IntegrityCheckFailed (tampered or truncated).
 A decrypting reader hands out a chunk only after its tag verified, but a failure in a later chunk
 arrives after earlier chunks were read: consumers must treat the exception as "no output", which
 `decrypt_to_file` does by writing to a temp file that it deletes on failure.
@@ -41,7 +41,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from backup_tools.errors import BackupToolsError, EncryptionKeyError, IntegrityError, UsageError
+from backup_tools.errors import BackupToolsError, EncryptionKeyError, IntegrityCheckFailed, UsageError
 from backup_tools.security.keys import (  # noqa: F401  (re-exported: aead.py is the package's encryption entry point)
     KEY_FILE_ENV,
     KeyWrapper,
@@ -119,18 +119,18 @@ class _Decrypt(PullReader):
         self._names = (backup_id, object_name)
         fixed = read_exact(src, _FIXED.size)
         if len(fixed) < _FIXED.size or fixed[:4] != MAGIC:
-            raise IntegrityError(
+            raise IntegrityCheckFailed(
                 f"{object_name} is not an encrypted backup-tools object (no PGDE header; truncated, replaced "
                 "or stored unencrypted); restore from another copy"
             )
         _, version, size, stream_id, kid_len = _FIXED.unpack(fixed)
         if version != VERSION:
-            raise IntegrityError(f"{object_name}: encryption format {version} is unknown; upgrade backup-tools")
+            raise IntegrityCheckFailed(f"{object_name}: encryption format {version} is unknown; upgrade backup-tools")
         if not 0 < size <= MAX_CHUNK_SIZE:
-            raise IntegrityError(f"{object_name}: header chunk size {size} is invalid (corrupted object)")
+            raise IntegrityCheckFailed(f"{object_name}: header chunk size {size} is invalid (corrupted object)")
         rest = read_exact(src, kid_len + COMMIT)
         if len(rest) < kid_len + COMMIT:
-            raise IntegrityError(f"{object_name}: encryption header is truncated; restore from another copy")
+            raise IntegrityCheckFailed(f"{object_name}: encryption header is truncated; restore from another copy")
         stored_id = rest[:kid_len].decode(errors="replace")
         if stored_id != key_id:
             raise EncryptionKeyError(
@@ -157,7 +157,7 @@ class _Decrypt(PullReader):
         try:
             plain = self._aes.decrypt(record[:NONCE], record[NONCE:], aad)
         except (InvalidTag, ValueError) as e:
-            raise IntegrityError(
+            raise IntegrityCheckFailed(
                 f"{self._names[1]}: chunk {self._index} {what} (tampered, truncated, reordered, or another "
                 "object's data); nothing past the last verified chunk was released — restore from another copy"
             ) from e

@@ -18,7 +18,7 @@ key id; a KMS wrap is KMS's ciphertext blob with the encryption context {"pgdril
 
 Errors: a missing, unreadable or malformed key file, a key file with another key id than the backup's,
 or a KMS key that cannot be used raise EncryptionKeyError (exit code 3). A key-file wrap that fails
-authentication although the key ids match means the catalog was altered: IntegrityError. KMS cannot
+authentication although the key ids match means the catalog was altered: IntegrityCheckFailed. KMS cannot
 tell a wrong key from an altered blob, so any KMS refusal is an EncryptionKeyError.
 """
 
@@ -36,7 +36,7 @@ from typing import Any, Protocol
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from backup_tools.errors import EncryptionKeyError, IntegrityError, UsageError
+from backup_tools.errors import EncryptionKeyError, IntegrityCheckFailed, UsageError
 
 KEY_FILE_ENV = "PGDRILL_KEY_FILE"
 KEY_BYTES = 32
@@ -125,7 +125,7 @@ class LocalKey:
         try:
             return AESGCM(self.key).decrypt(wrapped[:12], wrapped[12:], self._aad(key_id, context))
         except (InvalidTag, ValueError) as e:
-            raise IntegrityError(
+            raise IntegrityCheckFailed(
                 f"the wrapped data key for key id {key_id} failed authentication although the key matches: "
                 "the catalog's encryption metadata was altered; restore the catalog from another copy"
             ) from e
@@ -237,9 +237,9 @@ def _checked(meta: dict[str, Any] | None) -> dict[str, Any]:
         raise UsageError("this backup is not encrypted; there is no data key to unwrap")
     missing = [k for k in _META_FIELDS if k not in meta]
     if missing:
-        raise IntegrityError(f"encryption metadata lacks {', '.join(missing)}; restore the catalog from a copy")
+        raise IntegrityCheckFailed(f"encryption metadata lacks {', '.join(missing)}; restore the catalog from a copy")
     if meta["format"] != META_FORMAT or meta["algorithm"] != ALGORITHM:
-        raise IntegrityError(
+        raise IntegrityCheckFailed(
             f"encryption {meta['algorithm']} format {meta['format']} is unknown to this backup-tools; "
             "upgrade backup-tools (or the catalog is corrupted)"
         )
@@ -260,10 +260,10 @@ def unwrap_data_key(meta: dict[str, Any] | None, wrapper: KeyWrapper | None) -> 
     try:
         wrapped = base64.b64decode(meta["wrapped_key"], validate=True)
     except (binascii.Error, ValueError, TypeError) as e:
-        raise IntegrityError("the wrapped data key in the catalog is not base64; restore the catalog") from e
+        raise IntegrityCheckFailed("the wrapped data key in the catalog is not base64; restore the catalog") from e
     data_key = wrapper.unwrap(wrapped, key_id=meta["key_id"], context=_context(meta["data_key_id"]))
     if len(data_key) != KEY_BYTES:
-        raise IntegrityError(f"unwrapped data key has {len(data_key)} bytes, expected {KEY_BYTES}")
+        raise IntegrityCheckFailed(f"unwrapped data key has {len(data_key)} bytes, expected {KEY_BYTES}")
     return data_key
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from backup_tools.catalog import WAL, BackupRecord, clean_system_identifier
-from backup_tools.errors import DocumentMissing, IntegrityError, RepositoryError, UsageError, WalMissing
+from backup_tools.errors import DocumentMissing, IntegrityCheckFailed, RepositoryError, UsageError, WalMissing
 from backup_tools.repo.base import Repository
 from backup_tools.repo.objects import (
     copy_to_file,
@@ -108,7 +108,7 @@ def check_segment_header(
     assert wal is not None and wal.segment is not None
     header = read_page_header(head)
     if header is None:
-        raise IntegrityError(f"{where} does not start with a WAL page header: it is not the WAL file {name}")
+        raise IntegrityCheckFailed(f"{where} does not start with a WAL page header: it is not the WAL file {name}")
     seg = parse_segment_name(wal.segment, wal_segment_size=header.segment_size)
     problems = []
     if header.pageaddr != seg.start_lsn or header.timeline > seg.timeline:
@@ -118,7 +118,7 @@ def check_segment_header(
     if wal.kind == "segment" and size is not None and size != header.segment_size:
         problems.append(f"it has {size} bytes, not the {header.segment_size} of a whole segment")
     if problems:
-        raise IntegrityError(f"{where} is not the WAL file {name}: {'; '.join(problems)}")
+        raise IntegrityCheckFailed(f"{where} is not the WAL file {name}: {'; '.join(problems)}")
     return header
 
 
@@ -151,7 +151,7 @@ def wal_push(
             )
         try:  # a segment of the cluster's segment size whose first page header matches its name
             check_segment_header(name, head, size=size, system_identifier=None, where=str(wal_path))
-        except IntegrityError as e:
+        except IntegrityCheckFailed as e:
             raise UsageError(f"{e}; nothing was archived: archive_command must pass %p, the server's own file") from e
     sealing = new_sealing(key_file)
     enforce(repo, sealing.meta if sealing else None, what=f"archive {name}", identity=identity)
@@ -204,7 +204,7 @@ def wal_fetch(
     """Restore one WAL file to dest atomically and verified; WalMissing when the archive does not have it.
 
     The object must be what was asked for: its envelope's name, its system identifier and, for segments,
-    the page header of its content must match the request and the repository's identity (IntegrityError).
+    the page header of its content must match the request and the repository's identity (IntegrityCheckFailed).
     system_identifier: the repository's, when the caller has read it already (None: the repository has none).
     """
     wal = classify(name)
@@ -227,9 +227,9 @@ def wal_fetch(
             check_segment_header(name, head, size=size, system_identifier=owner, where=where)
     except OSError as e:
         raise RepositoryError(f"could not write {dest}: {e.strerror}; check space and permissions") from e
-    except IntegrityError as e:
+    except IntegrityCheckFailed as e:
         dest.unlink(missing_ok=True)
-        raise IntegrityError(f"{e}; recovery must not continue past a damaged or misplaced WAL file") from e
+        raise IntegrityCheckFailed(f"{e}; recovery must not continue past a damaged or misplaced WAL file") from e
     return size
 
 
@@ -244,7 +244,7 @@ def _check_envelope(name: str, header: dict[str, Any], *, owner: str | None, whe
         problem = f"it was archived from database system {sysid}, but the repository belongs to {owner}"
     if problem:
         raw.close()
-        raise IntegrityError(
+        raise IntegrityCheckFailed(
             f"{where} is not the WAL file {name}: {problem}; recovery must not continue past a misplaced WAL "
             "file: put the right file under this name (or remove the wrong one) and restore again"
         )

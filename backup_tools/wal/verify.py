@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from backup_tools.catalog import WAL
-from backup_tools.errors import BackupToolsError, IntegrityError
+from backup_tools.errors import BackupToolsError, IntegrityCheckFailed
 from backup_tools.repo.base import Repository
 from backup_tools.repo.objects import ENVELOPE_MAGIC, drain, open_envelope, read_envelope
 from backup_tools.repo.policy import PLAINTEXT, policy_of, read_identity
@@ -107,6 +107,6 @@ def _content_problem(repo: Repository, key: str, name: str, *, key_file: str | o
     if wal is not None and wal.kind in ("segment", "partial"):
         try:
             check_segment_header(name, head, size=size, system_identifier=None, where=key)
-        except IntegrityError as e:
+        except IntegrityCheckFailed as e:
             return str(e)
     return None

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from backup_tools.backup.physical import physical_backup
-from backup_tools.errors import BackupNotFound, IntegrityError, RepositoryError, UsageError, VersionMismatch
+from backup_tools.errors import BackupNotFound, IntegrityCheckFailed, RepositoryError, UsageError, VersionMismatch
 from backup_tools.pg.bin import PgBin, find_pg_bin
 from backup_tools.pg.checks import fingerprint
 from backup_tools.repo.base import FileRepository
@@ -192,10 +192,10 @@ def test_failure_during_backup_is_catalogued_failed(primary, repo, pg_bin, monke
     import backup_tools.backup.physical as backup_module
 
     def broken(*_args, **_kwargs):
-        raise IntegrityError("pg_verifybackup rejected the backup (simulated)")
+        raise IntegrityCheckFailed("pg_verifybackup rejected the backup (simulated)")
 
     monkeypatch.setattr(backup_module, "verify_dir", broken)
-    with pytest.raises(IntegrityError, match=r"backup .* FAILED: pg_verifybackup rejected"):
+    with pytest.raises(IntegrityCheckFailed, match=r"backup .* FAILED: pg_verifybackup rejected"):
         physical_backup(dsn=primary.dsn, repo=repo, kind="full", pg=pg_bin, log=quiet)
     (record,) = repo.list_backups()
     assert record.status == "FAILED" and "simulated" in record.options["error"]
@@ -219,7 +219,7 @@ def test_damaged_backup_object_is_named_and_nothing_is_left(primary, repo, pg_bi
     )
     before = snapshot(repo.root)
     target = tmp_path / "restored"
-    with pytest.raises(IntegrityError, match=r"backups/.*/base\.tar\.zst"):
+    with pytest.raises(IntegrityCheckFailed, match=r"backups/.*/base\.tar\.zst"):
         restore(repo, to=target, pg=pg_bin, log=quiet)
     assert target.is_dir() and not any(target.iterdir())
     assert snapshot(repo.root) == before

@@ -17,7 +17,7 @@ from backup_tools.errors import (
     BackupNotFound,
     BinaryNotFound,
     ConnectionFailed,
-    IntegrityError,
+    IntegrityCheckFailed,
     RepositoryError,
     ToolFailed,
     UsageError,
@@ -136,7 +136,7 @@ def test_restore_reports_fingerprint_differences(source, target, repo, pg_bin):
         conn.execute("CREATE FUNCTION shout() RETURNS trigger LANGUAGE plpgsql AS "
                      "$$BEGIN NEW.full_name := upper(NEW.full_name); RETURN NEW; END$$")  # fmt: skip
         conn.execute("CREATE TRIGGER shout BEFORE INSERT ON users FOR EACH ROW EXECUTE FUNCTION shout()")
-    with pytest.raises(IntegrityError, match=r"users: same row count \(10\) but row contents differ"):
+    with pytest.raises(IntegrityCheckFailed, match=r"users: same row count \(10\) but row contents differ"):
         restore_logical(repo, data.id, target.dsn, pg=pg_bin)
     with target.connect() as conn:
         conn.execute("TRUNCATE users, clients, cases, documents, chat_messages")
@@ -248,7 +248,7 @@ def test_damaged_object_is_named_and_nothing_is_restored(source, target, repo, p
     else:
         data[len(data) // 2] ^= 0x04
     path.write_bytes(bytes(data))
-    with pytest.raises(IntegrityError, match=re.escape(f"backups/{record.id}/{victim.name}")):
+    with pytest.raises(IntegrityCheckFailed, match=re.escape(f"backups/{record.id}/{victim.name}")):
         restore_logical(repo, record.id, target.dsn, pg=pg_bin)
     assert target.tables() == set()
 

@@ -23,7 +23,7 @@ from backup_tools.errors import (
     BackupNotFound,
     DocumentMissing,
     EncryptionKeyError,
-    IntegrityError,
+    IntegrityCheckFailed,
     RepositoryError,
     UsageError,
 )
@@ -131,7 +131,7 @@ def test_verify_names_a_bit_flipped_stored_document(repo, docs):
     result = verify_bucket_backup(repo, name="docs", log=quiet)
     assert not result.ok and result.checked == 5 and len(result.problems) == 1
     assert KEYS[3] in result.problems[0] and victim.stored in result.problems[0]
-    with pytest.raises(IntegrityError):
+    with pytest.raises(IntegrityCheckFailed):
         restore_bucket(repo, DirectoryBucket(docs.parent / "r"), name="docs", log=quiet)
     assert not (docs.parent / "r" / KEYS[3]).exists()  # nothing partial left behind
 

@@ -5,9 +5,8 @@ import socket
 
 import pytest
 
-from backup_tools.errors import RecoveryError
+from backup_tools.errors import ClusterError, RecoveryError
 from backup_tools.restore.pitr import RecoveryTarget
-from fixtures.cluster import ClusterError
 
 pytestmark = pytest.mark.integration
 

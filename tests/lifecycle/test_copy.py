@@ -16,7 +16,7 @@ import psycopg
 import pytest
 
 from backup_tools.catalog import BackupRecord, FileEntry
-from backup_tools.errors import IntegrityError, RepositoryError, UsageError
+from backup_tools.errors import IntegrityCheckFailed, RepositoryError, UsageError
 from backup_tools.lifecycle.offsite import STATUS_KEY, copy_backups, wal_to_copy
 from backup_tools.repo.base import FileRepository, ObjectInfo, Repository
 from backup_tools.repo.objects import store_object
@@ -143,7 +143,7 @@ def test_bit_flip_at_the_destination_is_found_and_repaired(src, dst, tmp_path):
     data[100] ^= 0x01
     path.write_bytes(bytes(data))
     entry = next(f for f in record.files if f.name == "base.tar.zst")
-    with pytest.raises(IntegrityError, match="base.tar.zst"):
+    with pytest.raises(IntegrityCheckFailed, match="base.tar.zst"):
         dst.get_bytes("backups/b1/base.tar.zst", sha256=entry.sha256)
     lines: list[str] = []
     result = copy_backups(src, dst, backup="b1", log=lines.append)
@@ -167,7 +167,7 @@ def test_checksum_mismatch_at_the_destination_fails_and_lists_nothing(src, tmp_p
     (tmp_path / "bad").mkdir()
     bad = FlippingRepository(tmp_path / "bad")
     with pytest.raises(
-        IntegrityError, match=r"backups/b1/backup_manifest at .* \(checksum mismatch at the destination\)"
+        IntegrityCheckFailed, match=r"backups/b1/backup_manifest at .* \(checksum mismatch at the destination\)"
     ):
         copy_backups(src, bad, backup="b1", log=quiet)
     assert bad.list_backups() == []

@@ -10,7 +10,7 @@ import tracemalloc
 import pytest
 import zstandard
 
-from backup_tools.errors import IntegrityError, UsageError
+from backup_tools.errors import IntegrityCheckFailed, UsageError
 from backup_tools.repo.compress import (
     CODECS,
     FRAME_SIZE,
@@ -101,13 +101,13 @@ def test_short_reads_from_source_are_handled(codec: str) -> None:
 def test_truncated_stream_raises(codec: str, cut: float) -> None:
     stored = compress(sample(2 * MiB), codec)
     keep = len(stored) - cut if isinstance(cut, int) else int(len(stored) * cut)
-    with pytest.raises(IntegrityError, match="truncated"):
+    with pytest.raises(IntegrityCheckFailed, match="truncated"):
         decompress(stored[:keep], codec)
 
 
 @pytest.mark.parametrize("codec", ["zstd", "gzip"])
 def test_truncated_at_frame_boundary_of_empty_input_raises(codec: str) -> None:
-    with pytest.raises(IntegrityError, match="empty"):
+    with pytest.raises(IntegrityCheckFailed, match="empty"):
         decompress(b"", codec)
 
 
@@ -115,14 +115,14 @@ def test_truncated_at_frame_boundary_of_empty_input_raises(codec: str) -> None:
 def test_corrupted_stream_raises(codec: str) -> None:
     stored = bytearray(compress(sample(MiB), codec))
     stored[len(stored) // 2] ^= 0x40
-    with pytest.raises(IntegrityError, match="corrupted"):
+    with pytest.raises(IntegrityCheckFailed, match="corrupted"):
         decompress(bytes(stored), codec)
 
 
 @pytest.mark.parametrize("codec", ["zstd", "gzip"])
 def test_trailing_garbage_raises(codec: str) -> None:
     stored = compress(sample(1000), codec)
-    with pytest.raises(IntegrityError):
+    with pytest.raises(IntegrityCheckFailed):
         decompress(stored + b"garbage after the last frame", codec)
 
 

@@ -48,7 +48,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from backup_tools.errors import IntegrityError
+from backup_tools.errors import IntegrityCheckFailed
 from fixtures.drill import Check, FailurePoint
 from fixtures.measure import RpoMeasurement
 
@@ -93,7 +93,7 @@ def test_deletion(drill, tmp_path, case, evidence_dir):
 def test_corrupted_object_is_caught(drill):
     drill.mark_failure()
     with drill.expect_detection():
-        raise IntegrityError("backup-tools restore failed (exit 1): fetching base.tar\\n"
+        raise IntegrityCheckFailed("backup-tools restore failed (exit 1): fetching base.tar\\n"
                              "error: sha256 mismatch in base.tar: the stored object is corrupt")
 
 

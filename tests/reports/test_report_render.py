@@ -200,12 +200,12 @@ def test_headline_says_where_the_data_came_from_and_counts_the_rows_of_the_table
 def test_fault_detection_drills_are_listed_apart_and_never_count_as_recoveries():
     caught = record("complete-loss", "full", family="fault-detection", rto_seconds=None, rpo_seconds=None,
                     lost_commits=None, fault={"injected": "backup object corrupted", "detected": True,
-                                              "detected_by": "IntegrityError", "message": "sha256 mismatch in base.tar"})  # fmt: skip
+                                              "detected_by": "IntegrityCheckFailed", "message": "sha256 mismatch in base.tar"})  # fmt: skip
     html = render_summary([record(), caught], run_id="r1")
     summary = html.split('id="pgdrill-summary"')[1].split("</table>")[0]
     assert "complete-loss" not in summary and summary.count('<tr class="pgdrill-row-') == 1
     faults = html.split('id="pgdrill-faults"')[1].split("</table>")[0]
-    assert "backup object corrupted" in faults and "IntegrityError" in faults and "sha256 mismatch" in faults
+    assert "backup object corrupted" in faults and "IntegrityCheckFailed" in faults and "sha256 mismatch" in faults
     assert "CAUGHT" in faults
     assert "All 1 recovery drill that ran met" in html and "1 of 1 fault-detection drill caught the fault" in html
     cells = cells_text("".join(row_cells(caught)))

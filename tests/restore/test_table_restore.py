@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from backup_tools.backup.logical import backup_logical
-from backup_tools.errors import IntegrityError, UsageError
+from backup_tools.errors import IntegrityCheckFailed, UsageError
 from backup_tools.pg.checks import Fingerprint
 from backup_tools.restore.table import restore_table, split_identifiers
 from tests.support.logical_env import *  # noqa: F403  (fixtures: server, source, target, repo)
@@ -78,7 +78,9 @@ def test_restore_that_would_orphan_rows_is_refused_and_changes_nothing(source, r
     before = source.fingerprint()
     tables_before = source.tables()
 
-    with pytest.raises(IntegrityError, match=r"would break foreign keys.*chat_messages\.case_id -> cases: 1 rows"):
+    with pytest.raises(
+        IntegrityCheckFailed, match=r"would break foreign keys.*chat_messages\.case_id -> cases: 1 rows"
+    ):
         restore_table(repo, record.id, source.dsn, "cases", pg=pg_bin)
     assert source.fingerprint() == before
     assert source.tables() == tables_before  # no safety copy left behind either

@@ -16,7 +16,7 @@ import pytest
 from botocore.config import Config
 
 from backup_tools.catalog import BackupRecord
-from backup_tools.errors import BackupToolsError, EncryptionKeyError, IntegrityError, UsageError
+from backup_tools.errors import BackupToolsError, EncryptionKeyError, IntegrityCheckFailed, UsageError
 from backup_tools.repo.base import FileRepository
 from backup_tools.repo.compress import compressing_reader, decompressing_reader
 from backup_tools.security.aead import (
@@ -221,15 +221,15 @@ def test_altered_metadata_fails_authentication(envelope, field: str) -> None:
     wrapper, _, meta = envelope
     value = meta[field]
     altered = value[:-6] + ("AAAA" if value[-6:-2] != "AAAA" else "BBBB") + value[-2:]
-    with pytest.raises(IntegrityError, match="altered"):
+    with pytest.raises(IntegrityCheckFailed, match="altered"):
         unwrap_data_key(meta | {field: altered}, wrapper)
 
 
 def test_incomplete_or_unknown_metadata(envelope) -> None:
     wrapper, _, meta = envelope
-    with pytest.raises(IntegrityError, match="lacks wrapped_key"):
+    with pytest.raises(IntegrityCheckFailed, match="lacks wrapped_key"):
         unwrap_data_key({k: v for k, v in meta.items() if k != "wrapped_key"}, wrapper)
-    with pytest.raises(IntegrityError, match="upgrade backup-tools"):
+    with pytest.raises(IntegrityCheckFailed, match="upgrade backup-tools"):
         unwrap_data_key(meta | {"format": 2}, wrapper)
     with pytest.raises(UsageError, match="not encrypted"):
         unwrap_data_key(None, wrapper)
@@ -346,7 +346,7 @@ def test_bit_flip_in_any_chunk(dk: dict[str, Any], tmp_path: Path, chunk: int, w
     records[chunk] = bytes(rec)
     dest = tmp_path / "out.tar"
     dest.write_bytes(b"previous restore")
-    with pytest.raises(IntegrityError, match=f"chunk {chunk % 3} failed authentication"):
+    with pytest.raises(IntegrityCheckFailed, match=f"chunk {chunk % 3} failed authentication"):
         decrypt_to_file(io.BytesIO(header + b"".join(records)), dest, **dk)
     assert dest.read_bytes() == b"previous restore"  # untouched, and no temp file beside it
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keys", "out.tar"]
@@ -358,7 +358,7 @@ def test_bit_flip_anywhere_in_header_fails_closed(dk: dict[str, Any]) -> None:
     for offset in range(header_len(dk)):
         bad = bytearray(stored)
         bad[offset] ^= 0x80
-        with pytest.raises((IntegrityError, EncryptionKeyError)):
+        with pytest.raises((IntegrityCheckFailed, EncryptionKeyError)):
             decrypt(bytes(bad), dk)
 
 
@@ -367,7 +367,7 @@ def test_reader_releases_only_verified_chunks(dk: dict[str, Any]) -> None:
     header, records = split(encrypt(data, dk), dk)
     records[1] = records[1][:-1] + bytes([records[1][-1] ^ 1])
     reader, got = decrypting_reader(io.BytesIO(header + b"".join(records)), **dk), bytearray()
-    with pytest.raises(IntegrityError, match="chunk 1"):
+    with pytest.raises(IntegrityCheckFailed, match="chunk 1"):
         while piece := reader.read(4096):
             got += piece
     assert bytes(got) == data[:CHUNK_SIZE]
@@ -389,20 +389,20 @@ def test_truncation_is_detected(dk: dict[str, Any], cut: str) -> None:
         "inside-header": header[:10],
         "empty": b"",
     }[cut]
-    with pytest.raises(IntegrityError):
+    with pytest.raises(IntegrityCheckFailed):
         decrypt(truncated, dk)
 
 
 def test_truncation_at_a_chunk_boundary_of_an_exact_multiple(dk: dict[str, Any]) -> None:
     header, records = split(encrypt(sample(2 * CHUNK_SIZE), dk), dk)
     assert len(records) == 2  # the last full chunk carries the final flag; no empty trailer
-    with pytest.raises(IntegrityError, match="chunk 0"):
+    with pytest.raises(IntegrityCheckFailed, match="chunk 0"):
         decrypt(header + records[0], dk)
 
 
 def test_trailing_data_is_rejected(dk: dict[str, Any]) -> None:
     stored = encrypt(sample(100), dk)
-    with pytest.raises(IntegrityError):
+    with pytest.raises(IntegrityCheckFailed):
         decrypt(stored + b"\0" * 40, dk)
 
 
@@ -410,7 +410,7 @@ def test_swapped_or_repeated_chunks_fail(dk: dict[str, Any]) -> None:
     header, records = split(encrypt(sample(3 * CHUNK_SIZE + 1), dk), dk)
     a, b, c, d = records
     for order in ([b, a, c, d], [a, c, b, d], [a, a, c, d], [a, b, c, c, d]):
-        with pytest.raises(IntegrityError):
+        with pytest.raises(IntegrityCheckFailed):
             decrypt(header + b"".join(order), dk)
 
 
@@ -421,7 +421,7 @@ def test_swapped_or_repeated_chunks_fail(dk: dict[str, Any]) -> None:
 )
 def test_object_presented_under_another_name_fails(dk: dict[str, Any], other: dict[str, str]) -> None:
     stored = encrypt(sample(10), dk)
-    with pytest.raises(IntegrityError, match="chunk 0 failed authentication"):
+    with pytest.raises(IntegrityCheckFailed, match="chunk 0 failed authentication"):
         decrypt(stored, dk | other)
 
 
@@ -429,7 +429,7 @@ def test_chunk_spliced_from_another_encryption_of_the_same_object_fails(dk: dict
     data = sample(2 * CHUNK_SIZE + 1)
     header1, records1 = split(encrypt(data, dk), dk)
     _, records2 = split(encrypt(data, dk), dk)
-    with pytest.raises(IntegrityError, match="chunk 1"):
+    with pytest.raises(IntegrityCheckFailed, match="chunk 1"):
         decrypt(header1 + records1[0] + records2[1] + records1[2], dk)
 
 

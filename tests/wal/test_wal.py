@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from backup_tools.catalog import IDENTITY_KEY
-from backup_tools.errors import IntegrityError, RepositoryError, UsageError, WalMissing
+from backup_tools.errors import IntegrityCheckFailed, RepositoryError, UsageError, WalMissing
 from backup_tools.repo.base import FileRepository
 from backup_tools.repo.objects import store_object
 from backup_tools.security.keys import generate_key_file_text
@@ -94,7 +94,7 @@ def test_fetch_missing_exits_1_and_damaged_exits_above_125(repo, tmp_path):
     data = bytearray(stored.read_bytes())
     data[-10] ^= 0x01  # one bit flipped in the compressed payload
     stored.write_bytes(bytes(data))
-    with pytest.raises(IntegrityError, match=SEG):
+    with pytest.raises(IntegrityCheckFailed, match=SEG):
         wal_fetch(SEG, tmp_path / "x", repo=repo)
     done = backup_tools("wal-fetch", SEG, str(tmp_path / "x"), "--repo", repo.url)
     assert done.returncode == WAL_FETCH_ABORT_EXIT > 125
@@ -201,7 +201,7 @@ OTHER = "000000010000000000000005"
 def test_fetch_refuses_an_object_stored_under_another_segment_name(repo, tmp_path):
     wal_push(fake_segment(tmp_path / SEG), repo=repo)
     (repo.root / "wal" / OTHER).write_bytes((repo.root / "wal" / SEG).read_bytes())  # a copy mistake
-    with pytest.raises(IntegrityError, match=rf"wal/{OTHER} in .* is not the WAL file {OTHER}: it was archived as {SEG}"):
+    with pytest.raises(IntegrityCheckFailed, match=rf"wal/{OTHER} in .* is not the WAL file {OTHER}: it was archived as {SEG}"):
         wal_fetch(OTHER, tmp_path / "x", repo=repo)
     done = backup_tools("wal-fetch", OTHER, str(tmp_path / "x"), "--repo", repo.url)
     assert done.returncode == WAL_FETCH_ABORT_EXIT and f"archived as {SEG}" in done.stderr
@@ -211,7 +211,7 @@ def test_fetch_refuses_an_object_stored_under_another_segment_name(repo, tmp_pat
 def test_fetch_refuses_content_of_another_segment_behind_a_matching_envelope(repo, tmp_path):
     wrong = fake_segment(tmp_path / OTHER, header_of=SEG)  # e.g. written by a sync tool or an older wal-push
     store_object(repo, f"wal/{OTHER}", wrong, codec="zstd", sealing=None, scope="wal", envelope={"name": OTHER})
-    with pytest.raises(IntegrityError, match=rf"is not the WAL file {OTHER}: it holds segment {SEG} \(pageaddr 0/3000000\)"):
+    with pytest.raises(IntegrityCheckFailed, match=rf"is not the WAL file {OTHER}: it holds segment {SEG} \(pageaddr 0/3000000\)"):
         wal_fetch(OTHER, tmp_path / "x", repo=repo)
     assert not (tmp_path / "x").exists()
     short = tmp_path / "short" / OTHER
@@ -221,14 +221,14 @@ def test_fetch_refuses_content_of_another_segment_behind_a_matching_envelope(rep
     assert wal_fetch(f"{OTHER}.partial", tmp_path / "p", repo=repo) == short.stat().st_size  # a .partial may be short
     repo.delete(f"wal/{OTHER}")
     store_object(repo, f"wal/{OTHER}", short, codec="none", sealing=None, scope="wal", envelope={"name": OTHER})
-    with pytest.raises(IntegrityError, match=r"it has 1040 bytes, not the 16777216 of a whole segment"):
+    with pytest.raises(IntegrityCheckFailed, match=r"it has 1040 bytes, not the 16777216 of a whole segment"):
         wal_fetch(OTHER, tmp_path / "x", repo=repo)
 
 
 def test_fetch_refuses_wal_of_another_system_than_the_repository(repo, tmp_path):
     wal_push(fake_segment(tmp_path / SEG, sysid=42), repo=repo)  # before a backup claimed the repository
     repo.put_bytes(IDENTITY_KEY, b'{"system_identifier": "99", "pg_major": 18}', overwrite=True)
-    with pytest.raises(IntegrityError, match="archived from database system 42, but the repository belongs to 99"):
+    with pytest.raises(IntegrityCheckFailed, match="archived from database system 42, but the repository belongs to 99"):
         wal_fetch(SEG, tmp_path / "x", repo=repo)
     repo.put_bytes(IDENTITY_KEY, b'{"system_identifier": "b\'42\'", "pg_major": 18}', overwrite=True)  # SQL_ASCII bug
     assert repo_system_identifier(repo) == "42"

@@ -130,8 +130,8 @@ def request_restores(repo: Repository, records: Iterable[BackupRecord], *, log: 
     """Ask S3 to restore every archived object of the backups; raise RestorePending if any is not readable yet."""
     if not _is_s3(repo):
         return
+    from backup_tools.errors import RestorePending
     from backup_tools.repo.s3.io import BOTO, error_code
-    from backup_tools.repo.s3.repository import RestorePending
 
     s3: Any = repo
     records = list(records)

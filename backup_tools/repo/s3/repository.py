@@ -23,7 +23,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from backup_tools.catalog import BACKUPS, CATALOG_NAME, BackupRecord
-from backup_tools.errors import DocumentMissing, IntegrityError, RepositoryError, UsageError
+from backup_tools.errors import DocumentMissing, IntegrityCheckFailed, RepositoryError, RestorePending, UsageError
 from backup_tools.repo.base import ObjectInfo, Repository, is_stale_lock
 from backup_tools.repo.s3.deadline import CLEANUP_SECONDS, TIMEOUT_ENV, Deadline, DeadlineExceeded, timeout_seconds
 from backup_tools.repo.s3.io import BOTO, HashingSource, ResumingBody, error_code, no_clobber, read_full
@@ -41,10 +41,6 @@ class ListedObject(NamedTuple):
     key: str
     size: int
     etag: str
-
-
-class RestorePending(RepositoryError):
-    """An archived (GLACIER / DEEP_ARCHIVE) object is being restored; retry the read later."""
 
 
 class S3Repository(Repository):
@@ -266,7 +262,7 @@ class S3Repository(Repository):
             return self._c.get_object(Bucket=self.bucket, Key=self._full(key), Range=f"bytes={position}-", IfMatch=etag)
         except BOTO as e:
             if error_code(e)[0] == "PreconditionFailed":
-                raise IntegrityError(f"{key} in {self.url} was replaced while being read; retry") from e
+                raise IntegrityCheckFailed(f"{key} in {self.url} was replaced while being read; retry") from e
             raise self._fail(e, f"resuming the read of {key}") from e
 
     def open_raw(self, key: str) -> BinaryIO:

@@ -15,9 +15,9 @@ import pytest
 from botocore.exceptions import ClientError
 
 from backup_tools.catalog import BackupRecord
-from backup_tools.errors import BackupNotFound, IntegrityError, RepositoryError
+from backup_tools.errors import BackupNotFound, IntegrityCheckFailed, RepositoryError, RestorePending
 from backup_tools.repo import open_repository
-from backup_tools.repo.s3.repository import MiB, RestorePending, S3Repository, retain_for
+from backup_tools.repo.s3.repository import MiB, S3Repository, retain_for
 from fixtures.faultproxy import FaultProxy, closed_port_url, fault_proxy
 from fixtures.s3 import S3Credentials, S3Service
 
@@ -171,9 +171,9 @@ def test_bit_flip_is_an_integrity_error_naming_the_key(repo: S3Repository, s3: S
     flipped[1000] ^= 0x01
     full = f"{repo.prefix}/backups/b3/base.tar"  # silent corruption: same metadata, one bit differs
     s3.client().put_object(Bucket=repo.bucket, Key=full, Body=bytes(flipped), Metadata={"sha256": info.sha256})
-    with pytest.raises(IntegrityError, match="backups/b3/base.tar: sha256"):
+    with pytest.raises(IntegrityCheckFailed, match="backups/b3/base.tar: sha256"):
         repo.get_bytes("backups/b3/base.tar")  # checked against the stored sha256
-    with pytest.raises(IntegrityError, match="backups/b3/base.tar"):
+    with pytest.raises(IntegrityCheckFailed, match="backups/b3/base.tar"):
         repo.get_bytes("backups/b3/base.tar", sha256=info.sha256)  # and against the catalog's
 
 
@@ -181,7 +181,7 @@ def test_truncated_object_is_an_integrity_error(repo: S3Repository, s3: S3Servic
     info = repo.put_bytes("wal/seg", payload(8192))
     s3.client().put_object(Bucket=repo.bucket, Key=f"{repo.prefix}/wal/seg", Body=payload(8192)[:5000])
     with (
-        pytest.raises(IntegrityError, match="wal/seg: read 5000 bytes, catalog says 8192"),
+        pytest.raises(IntegrityCheckFailed, match="wal/seg: read 5000 bytes, catalog says 8192"),
         repo.open_read("wal/seg", sha256=info.sha256, size=info.size) as f,
     ):
         f.read()
