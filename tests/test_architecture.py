@@ -1,0 +1,145 @@
+"""The import rules of docs/architecture.md: arrows point down, no cycles, no private reaches, no harness imports."""
+
+from __future__ import annotations
+
+import ast
+from functools import cache
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "backup_tools"
+# Layers, lowest first; a package imports only from its own package or from lower layers.
+LAYERS = (("core",), ("pg",), ("security",), ("repo",), ("backup", "wal"), ("restore",), ("lifecycle",), ("monitor",),
+          ("cli",))  # fmt: skip
+RANK = {name: i for i, names in enumerate(LAYERS) for name in names}
+HARNESS = ("fixtures", "drills", "reports", "tests")
+# What the rules allow outside a package's own room, with the reason (empty: no exceptions left).
+THIRD_PARTY_ROOMS = {
+    "argparse": ("cli",),  # only cli/ parses argv
+    "boto3": ("repo", "security", "monitor"),  # only repo/ knows S3; security/keys: KMS; monitor/cloud: RDS
+    "botocore": ("repo", "security", "monitor"),
+}
+
+
+def module_name(path: Path) -> str:
+    """backup_tools/repo/s3/io.py -> backup_tools.repo.s3.io (a package's __init__ is the package)."""
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def area(module: str) -> str:
+    """The package (layer name) a backup_tools module belongs to: core for the top-level modules."""
+    parts = module.split(".")
+    if parts[1:2] == ["__main__"]:
+        return "cli"  # `python -m backup_tools` is the CLI's entry point
+    return parts[1] if len(parts) > 1 and (PACKAGE / parts[1]).is_dir() else "core"
+
+
+@cache
+def modules() -> dict[str, ast.Module]:
+    """Every module of backup_tools, parsed."""
+    return {module_name(p): ast.parse(p.read_text(), filename=str(p)) for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def imports(tree: ast.Module) -> list[tuple[str, list[str], int]]:
+    """(imported module, names imported from it, line) for every import, also those inside functions."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(a.name, [], node.lineno) for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [a.name for a in node.names]
+            found.append((node.module, names, node.lineno))
+            # `from backup_tools.repo import s3` imports the module backup_tools.repo.s3
+            found += [(f"{node.module}.{n}", [], node.lineno) for n in names if f"{node.module}.{n}" in modules()]
+    return found
+
+
+def internal_edges() -> list[tuple[str, str, list[str], int]]:
+    """(importer, imported backup_tools module, names, line)."""
+    return [(me, target, names, line) for me, tree in modules().items() for target, names, line in imports(tree)
+            if target.split(".")[0] == "backup_tools" and target != "backup_tools"]  # fmt: skip
+
+
+def test_the_layers_name_every_package_of_backup_tools():
+    packages = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists()}
+    assert packages == set(RANK) - {"core"}, "add the new package to LAYERS here and in docs/architecture.md"
+
+
+def test_arrows_point_down():
+    upward = [f"{me}:{line} imports {target} ({area(me)} -> {area(target)})"
+              for me, target, _, line in internal_edges()
+              if area(me) != area(target) and RANK[area(target)] >= RANK[area(me)]]  # fmt: skip
+    assert upward == [], "an import points up or sideways; move the shared piece down (see docs/architecture.md)"
+
+
+def package_of(module: str) -> str:
+    """The top-level package a module belongs to (backup_tools.repo.s3.io -> backup_tools.repo); core modules alone."""
+    return ".".join(module.split(".")[:2])
+
+
+def test_no_import_cycles_between_packages():
+    """Between packages and core modules; the modules of one package (repo with repo/s3) may import each other."""
+    graph: dict[str, set[str]] = {package_of(m): set() for m in modules()}
+    for me, target, _, _ in internal_edges():
+        if target in modules() and package_of(target) != package_of(me):
+            graph[package_of(me)].add(package_of(target))
+    cycles = [sorted(c) for c in strongly_connected(graph) if len(c) > 1]
+    assert cycles == []
+
+
+def test_no_private_names_imported_across_modules():
+    reaches = [f"{me}:{line} imports {', '.join(private)} from {target}"
+               for me, target, names, line in internal_edges()
+               if (private := [n for n in names if n.startswith("_") and not n.startswith("__")])]  # fmt: skip
+    assert reaches == [], "make the name public (and documented) or move the code that needs it"
+
+
+def test_backup_tools_never_imports_the_harness():
+    found = [f"{me}:{line} imports {target}" for me, tree in modules().items() for target, _, line in imports(tree)
+             if target.split(".")[0] in HARNESS]  # fmt: skip
+    assert found == []
+
+
+@pytest.mark.parametrize("library", sorted(THIRD_PARTY_ROOMS))
+def test_third_party_libraries_stay_in_their_rooms(library):
+    rooms = THIRD_PARTY_ROOMS[library]
+    found = [f"{me}:{line} imports {target}" for me, tree in modules().items() for target, _, line in imports(tree)
+             if target.split(".")[0] == library and area(me) not in rooms]  # fmt: skip
+    assert found == [], f"{library} belongs in {', '.join(rooms)}/"
+
+
+def strongly_connected(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Tarjan's strongly connected components (iterative enough for a package of ~60 modules)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            out.append(component)
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
