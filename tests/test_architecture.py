@@ -127,6 +127,36 @@ def test_backup_tools_never_imports_the_harness():
     assert found == []
 
 
+def defined_names(tree: ast.Module) -> set[str]:
+    """Names a module defines or imports at its top level (what `from module import name` can take)."""
+    names: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names |= {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names |= {(a.asname or a.name).split(".")[0] for a in node.names}
+    return names
+
+
+def test_every_backup_tools_name_imported_anywhere_exists():
+    """Also imports inside functions, in fixtures/drills/reports/tests: moved or renamed names fail here, not late."""
+    missing = []
+    for path in sorted(p for d in ("backup_tools", *HARNESS, "bench") for p in (ROOT / d).rglob("*.py")):
+        for target, names, line in imports(ast.parse(path.read_text())):
+            if target.split(".")[0] != "backup_tools":
+                continue
+            if target not in modules():
+                missing.append(f"{path.relative_to(ROOT)}:{line}: no module {target}")
+                continue
+            have = defined_names(modules()[target])
+            missing += [f"{path.relative_to(ROOT)}:{line}: {target} has no {n}" for n in names
+                        if n not in have and f"{target}.{n}" not in modules()]  # fmt: skip
+    assert missing == [], "see docs/architecture.md for where modules and names went"
+
+
 @pytest.mark.parametrize("library", sorted(THIRD_PARTY_ROOMS))
 def test_third_party_libraries_stay_in_their_rooms(library):
     rooms = THIRD_PARTY_ROOMS[library]
