@@ -30,3 +30,5 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--source-key-file", default=None, help="restore test: key file for an encrypted source repository")
     group.addoption("--production-size", default=None, help="project RTO to this database size, e.g. 500GB")
     group.addoption("--assert-projection", action="store_true", help="fail a drill whose projected RTO exceeds its target")
+    group.addoption("--soak-minutes", type=float, default=2.0, help="chaos soak (-m soak): minutes of faults (default 2)")
+    group.addoption("--soak-seed", type=int, default=None, help="chaos soak: seed of its fault schedule (default random, printed)")

@@ -16,7 +16,10 @@ import hashlib
 import os
 import random
 import re
+import signal
 import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,8 +124,10 @@ def world(s3, pg_bin, tmp_path_factory) -> Iterator[World]:
             done = run_main(*argv, env=env_a)
             assert done.returncode == 0, done.stderr
         with fault_proxy(s3.endpoint) as proxy:
+            world = World(s3, proxy, cluster, base, key_a, key_b, segment, docs, prune_config, truth)
+            world.clone("T", "C")  # copy's source: a frozen T (the cluster keeps archiving into T)
             print(f"fault sweep seed {SEED} (PGDRILL_SWEEP_SEED={SEED} replays it), sample {SAMPLE} k per fault kind")
-            yield World(s3, proxy, cluster, base, key_a, key_b, segment, docs, prune_config, truth)
+            yield world
     finally:
         cluster.teardown()
 
@@ -140,7 +145,7 @@ class Op:
 OPS = [
     Op("backup", None, lambda w, url: ["backup", "--dsn", w.cluster.dsn, "--repo", url, "--kind", "full"], False),
     Op("wal-push", None, lambda w, url: ["wal-push", str(w.segment), "--repo", url], True),
-    Op("copy", None, lambda w, url: ["copy", "--repo", w.url("T"), "--to-repo", url, "--backup", "latest"], True),
+    Op("copy", None, lambda w, url: ["copy", "--repo", w.url("C"), "--to-repo", url, "--backup", "latest"], True),
     Op("prune", "T", lambda w, url: ["prune", "--repo", url, "--config", str(w.prune_config)], True),
     Op("rekey", "E", lambda w, url: ["rekey", "--repo", url, "--key-file", str(w.key_a), "--new-key-file",
                                      str(w.key_b)], False),  # fmt: skip
@@ -178,17 +183,22 @@ def _restores(world: World, op: Op, name: str, tmp_path: Path) -> None:
         assert (tmp_path / "fetched").read_bytes() == world.segment.read_bytes()
 
 
-@pytest.mark.parametrize("op", OPS, ids=[o.name for o in OPS])
-def test_fault_sweep(world, op, tmp_path):
-    ref = f"{op.name}-ref"
+def _reference(world: World, op: Op, ref: str) -> tuple[dict, int]:
+    """The state an unfaulted run leaves on a fresh prefix (or template copy), and how many requests it made."""
     if op.template:
         world.clone(op.template, ref)
     world.proxy.clear()
     done = _run(world, op, ref, faulty=True)
     assert done.returncode == 0, f"unfaulted {op.name} failed: {done.stderr}"
-    requests = len(world.proxy.requests)
     ref_state, problems = world.state(ref, exact=op.exact)
     assert not problems and ref_state
+    return ref_state, len(world.proxy.requests)
+
+
+@pytest.mark.parametrize("op", OPS, ids=[o.name for o in OPS])
+def test_fault_sweep(world, op, tmp_path):
+    ref = f"{op.name}-ref"
+    ref_state, requests = _reference(world, op, ref)
     rng = random.Random(f"{SEED}-{op.name}")
     kinds = [k for k in FAULTS if k != "hang" or HAS_DEADLINE]
     every = list(range(1, requests + 1))
@@ -225,3 +235,35 @@ def test_fault_sweep(world, op, tmp_path):
     print(f"fault sweep {TALLY.line(op.name)}; {requests} requests, faults {cases}, seed {SEED}")
     assert not lost, "\n".join(lost)
     _restores(world, op, last, tmp_path)
+
+
+KILLED = [o for o in OPS if o.name in ("backup", "copy", "prune", "rekey")]
+
+
+@pytest.mark.parametrize("op", KILLED, ids=[o.name for o in KILLED])
+def test_kill9_sweep(world, op):
+    """kill -9 of the operation's process at seeded instants; a clean re-run converges to the unfaulted state."""
+    ref_state, _ = _reference(world, op, f"{op.name}-kref")
+    rng = random.Random(f"{SEED}-kill-{op.name}")
+    instants = sorted(round(rng.uniform(0.3, 3.0), 2) for _ in range(max(SAMPLE, 1) * 2))
+    lost = []
+    for i, delay in enumerate(instants):
+        name = f"{op.name}-kill-{i}"
+        if op.template:
+            world.clone(op.template, name)
+        proc = subprocess.Popen([sys.executable, "-m", "backup_tools", *op.argv(world, world.url(name))],
+                                env={**os.environ, **world.direct()}, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)  # fmt: skip
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        code = proc.wait()
+        again = _run(world, op, name, faulty=False)
+        state, problems = world.state(name, exact=op.exact)
+        if again.returncode != 0 or problems or state != ref_state:
+            lost.append(f"kill -9 at {delay}s (exit {code}): re-run exit {again.returncode}, {problems or 'state differs'}"
+                        f" {again.stderr.strip()[-300:]}")  # fmt: skip
+            TALLY.add(f"kill-9 {op.name}", "lost")
+        else:
+            TALLY.add(f"kill-9 {op.name}", "succeeded" if code == 0 else "failed-cleanly")
+    print(f"kill -9 sweep {TALLY.line(f'kill-9 {op.name}')}; instants {instants}, seed {SEED}")
+    assert not lost, "\n".join(lost)
