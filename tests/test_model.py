@@ -64,7 +64,7 @@ def check_repository(root: Path) -> list[str]:
                 problems.append(f"{r.id}/{f.name} is stored without encryption")
         if r.parent and r.parent not in good:
             problems.append(f"{r.id} lists as good but its parent {r.parent} does not")
-    for path in (root / "wal").glob("*") if (root / "wal").is_dir() else ():
+    for path in (root / "wal").glob("[!.]*") if (root / "wal").is_dir() else ():  # not an in-flight .tmp file
         head = path.read_bytes()[:4096]
         if not head.startswith(ENVELOPE) or not (json.loads(head[len(ENVELOPE):].split(b"\n", 1)[0]).get("encryption")):
             problems.append(f"wal/{path.name} is stored without encryption")
