@@ -245,7 +245,7 @@ def test_kill9_sweep(world, op):
     """kill -9 of the operation's process at seeded instants; a clean re-run converges to the unfaulted state."""
     ref_state, _ = _reference(world, op, f"{op.name}-kref")
     rng = random.Random(f"{SEED}-kill-{op.name}")
-    instants = sorted(round(rng.uniform(0.3, 3.0), 2) for _ in range(max(SAMPLE, 1) * 2))
+    instants = sorted(round(rng.uniform(0.3, 3.0), 2) for _ in range(max(SAMPLE, 1)))
     lost = []
     for i, delay in enumerate(instants):
         name = f"{op.name}-kill-{i}"
