@@ -214,6 +214,7 @@ def test_fault_sweep(world, op, tmp_path):
         world.proxy.clear()
         FAULTS[kind](world.proxy, k)
         faulted = _run(world, op, name, faulty=True)
+        world.proxy.wait_idle()  # a hung request lands late, after its client gave up: let it, as it would
         world.proxy.clear()
         what = f"{op.name} with {kind} at request {k}/{requests}"
         err = faulted.stderr.strip().splitlines()

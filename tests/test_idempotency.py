@@ -43,6 +43,8 @@ def repos(tmp_path: Path) -> Path:
             key.write_text(generate_key_file_text())
         key.chmod(0o600)
     (root / "retention.toml").write_text("[retention]\ndaily = 1\nweekly = 0\nmonthly = 0\nyearly = 0\n")
+    ages = ("max_age", "wal_max_age", "verify_max_age", "restore_test_max_age", "bucket_max_age", "drill_max_age")
+    (root / "monitor.toml").write_text("[monitor]\n" + "".join(f'{k} = "100000d"\n' for k in ages))  # golden data ages
     docs = root / "docs"
     (docs / "a").mkdir(parents=True)
     (docs / "a" / "lease.pdf").write_bytes(b"%PDF lease" * 300)
@@ -59,7 +61,7 @@ COMMANDS: dict[str, Callable[[Path], list[str]]] = {
     "verify": lambda r: ["verify", "--repo", url(r, "plain"), "--backup", "all"],
     "verify-encrypted": lambda r: ["verify", "--repo", url(r, "encrypted"), "--backup", "all", "--key-file",
                                    str(r / "golden.key")],  # fmt: skip
-    "check": lambda r: ["check", "--repo", url(r, "plain"), "--max-age", "100000d"],
+    "check": lambda r: ["check", "--repo", url(r, "plain"), "--config", str(r / "monitor.toml")],
     "prune": lambda r: ["prune", "--repo", url(r, "plain"), "--config", str(r / "retention.toml")],
     "copy": lambda r: ["copy", "--repo", url(r, "plain"), "--to-repo", url(r, "dst"), "--backup", "all"],
     "rekey": lambda r: ["rekey", "--repo", url(r, "encrypted"), "--key-file", str(r / "golden.key"),
