@@ -27,7 +27,7 @@ def cmd_erasure_replay(args: argparse.Namespace) -> int:
     """Re-apply every erasure request of the ledger to a database (idempotent)."""
     from backup_tools.restore.erasure import load_erasure_config, replay
 
-    result = replay(args.ledger, load_erasure_config(Path(args.config)), args.dsn, log=log)
+    result = replay(args.ledger, load_erasure_config(Path(args.config)), args.dsn, bucket=args.bucket, log=log)
     print(json.dumps({"requests": result.requests, "removed": result.removed}))
     return 0
 
@@ -45,7 +45,7 @@ def prepare_replay(args: argparse.Namespace) -> Callable[[str], None] | None:
     read_ledger(args.erasure_ledger)
 
     def run(dsn: str) -> None:
-        result = replay(args.erasure_ledger, config, dsn, log=log)
+        result = replay(args.erasure_ledger, config, dsn, bucket=args.erasure_bucket, log=log)
         log(f"### Erasure replay of {result.requests} request(s) done before ready: removed {result.removed}")
 
     return run
@@ -65,4 +65,5 @@ def add_erasure_parser(verbs: Any) -> None:
     p.add_argument("--ledger", required=True, help="ledger URL")
     p.add_argument("--config", required=True, help="TOML with [erasure] key_file and [[erasure.targets]]")
     p.add_argument("--dsn", required=True, help="the database to clean (no password: use PGPASSFILE)")
+    p.add_argument("--bucket", help="document bucket (s3://bucket/prefix or a directory) for bucket_key_column targets")
     p.set_defaults(func=cmd_erasure_replay)

@@ -153,6 +153,7 @@ def add_restore_parsers(verbs: Any) -> None:
         "--erasure-ledger", metavar="URL", help="replay this GDPR erasure ledger before the restore is ready"
     )
     r.add_argument("--erasure-config", metavar="FILE", help="[erasure] key_file and targets for --erasure-ledger")
+    r.add_argument("--erasure-bucket", metavar="URL", help="the document bucket whose erased subjects' objects go too")
     r.add_argument("--erasure-dbname", metavar="DB", help="physical --start: the database to replay erasures in")
     r.add_argument("--erasure-user", default="postgres", metavar="ROLE", help="physical --start: role for the replay")
     add_key(r)

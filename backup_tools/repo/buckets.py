@@ -40,6 +40,10 @@ class DocumentBucket(ABC):
     def put(self, key: str, src: BinaryIO) -> None:
         """Write (or replace) an object from a stream; nothing partial is left on error."""
 
+    def delete(self, key: str) -> None:
+        """Delete an object (a missing one is not an error): erasure replay removes a subject's documents."""
+        raise UsageError(f"{self.url}: deleting documents is not supported here")
+
     def prepare(self) -> None:
         """Make the bucket ready to receive a restore (a directory is created)."""
         return None  # an S3 bucket must already exist
@@ -90,6 +94,12 @@ class DirectoryBucket(DocumentBucket):
         except OSError as e:
             raise RepositoryError(f"could not read {key} from {self.url}: {e.strerror}") from e
 
+    def delete(self, key: str) -> None:
+        try:
+            (self.root / check_key(key)).unlink(missing_ok=True)
+        except OSError as e:
+            raise RepositoryError(f"could not delete {key} from {self.url}: {e.strerror}") from e
+
     def put(self, key: str, src: BinaryIO) -> None:
         dest = self.root / check_key(key)
         try:
@@ -118,6 +128,9 @@ class S3Bucket(DocumentBucket):
 
     def put(self, key: str, src: BinaryIO) -> None:
         self.repo.put_stream(key, src, overwrite=True)
+
+    def delete(self, key: str) -> None:
+        self.repo.delete(key)
 
 
 def open_bucket(location: str) -> DocumentBucket:

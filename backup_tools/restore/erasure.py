@@ -33,6 +33,7 @@ class Target:
     column: str
     by: str = "identifier"
     action: str = "delete"
+    bucket_key_column: str | None = None  # the rows' document keys: those objects are deleted from --bucket too
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,13 @@ def load_erasure_config(path: Path) -> ErasureConfig:
     doc = load_pgdrill_section(path, "erasure", what="erasure config") or {}
     listed = doc.get("targets", [])
     targets = tuple(
-        Target(str(t["table"]), str(t["column"]), str(t.get("by", "identifier")), str(t.get("action", "delete")))
+        Target(
+            str(t["table"]),
+            str(t["column"]),
+            str(t.get("by", "identifier")),
+            str(t.get("action", "delete")),
+            t.get("bucket_key_column"),
+        )  # fmt: skip
         for t in listed
         if "table" in t and "column" in t
     )
@@ -126,8 +133,11 @@ class ReplayResult:
     removed: dict[str, int]
 
 
-def replay(ledger_url: str, config: ErasureConfig, dsn: str, *, log: Callable[[str], Any] = print) -> ReplayResult:
-    """Delete, in one transaction, every row of the targets whose identifier hashes to an erased subject."""
+def replay(
+    ledger_url: str, config: ErasureConfig, dsn: str, *, bucket: str | None = None, log: Callable[[str], Any] = print
+) -> ReplayResult:
+    """Delete, in one transaction, every row of the targets whose identifier hashes to an erased subject (and, for
+    targets with bucket_key_column, their documents from `bucket` first, so a failure leaves the rows to retry)."""
     import psycopg
     from psycopg import sql
 
@@ -139,6 +149,8 @@ def replay(ledger_url: str, config: ErasureConfig, dsn: str, *, log: Callable[[s
     targets = list(dict.fromkeys([*config.targets, *(Target(**t) for e in entries for t in e["targets"])]))
     if config.subject is not None:  # the subject's own row goes last, after every row referencing it
         targets.append(Target(config.subject.table, config.subject.key, "key"))
+    if any(t.bucket_key_column for t in targets) and not bucket:
+        raise UsageError("the erasure targets name documents (bucket_key_column): give the document bucket (--bucket)")
     removed: dict[str, int] = {}
     with psycopg.connect(dsn) as conn:
         keys = _subject_keys(conn, config, erased)
@@ -152,6 +164,9 @@ def replay(ledger_url: str, config: ErasureConfig, dsn: str, *, log: Callable[[s
                     ctid for ctid, value in rows if value is not None and subject_hash(config.key, value) in erased
                 ]
                 where, params = sql.SQL("ctid = ANY(%s::tid[])"), [doomed]
+            if t.bucket_key_column and bucket:
+                removed[f"{bucket} objects"] = removed.get(f"{bucket} objects", 0) + _delete_documents(
+                    conn, t, where, params, bucket, log=log)  # fmt: skip
             if t.action == "null":
                 label, verb = f"{t.table}.{t.column}", sql.SQL("UPDATE {} SET {} = NULL WHERE ").format(name, column)
             else:
@@ -179,3 +194,22 @@ def _subject_keys(conn: Any, config: ErasureConfig, erased: set[str]) -> list[st
         for k, value in conn.execute(query).fetchall()
         if value is not None and subject_hash(config.key, value) in erased
     ]
+
+
+def _delete_documents(
+    conn: Any, t: Target, where: Any, params: list[Any], bucket: str, *, log: Callable[[str], Any]
+) -> int:
+    """Delete the documents the doomed rows of a target point to; returns how many keys were deleted."""
+    from psycopg import sql
+
+    from backup_tools.repo.buckets import open_bucket
+
+    query = sql.SQL("SELECT {}::text FROM {} WHERE ").format(
+        sql.Identifier(t.bucket_key_column), sql.Identifier(*t.table.split(".", 1))
+    )
+    keys = [k for (k,) in conn.execute(query + where, params).fetchall() if k]
+    store = open_bucket(bucket)
+    for key in keys:
+        store.delete(key)
+    log(f"### Erasure replay: {len(keys)} document(s) of {t.table} deleted from {bucket}")
+    return len(keys)

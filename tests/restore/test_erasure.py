@@ -146,3 +146,27 @@ def test_check_flags_backups_still_holding_subjects_erased_past_the_promise(tmp_
     assert "(oldest old)" in late.stdout
     strict = run_cli(*check, "--erasure-days", "7")
     assert "CRITICAL erasure: 2 backup(s)" in strict.stdout
+
+
+def test_replay_deletes_the_subjects_documents_from_the_bucket_too(world, tmp_path):
+    cluster, _, _, ledger = world
+    cluster.safe_sql("ALTER TABLE app.documents ADD storage_key text; UPDATE app.documents SET storage_key = "
+                     "'docs/' || id || '.pdf'", dbname="app")  # fmt: skip
+    bucket = tmp_path / "bucket"
+    (bucket / "docs").mkdir(parents=True)
+    for i in (1, 2, 3):
+        (bucket / "docs" / f"{i}.pdf").write_bytes(b"%PDF " + bytes([i]) * 100)
+    config = tmp_path / "erasure-docs.toml"
+    config.write_text('[erasure]\nkey_file = "erasure.key"\n[[erasure.targets]]\ntable = "app.documents"\n'
+                      'column = "owner_email"\nbucket_key_column = "storage_key"\n')  # fmt: skip
+    assert (
+        run_cli("erasure", "record", "--ledger", ledger, "--config", str(config), "--subject", SUBJECT).returncode == 0
+    )
+    replay = ["erasure", "replay", "--ledger", ledger, "--config", str(config), "--dsn", cluster.dsn_for("app")]
+    no_bucket = run_cli(*replay)
+    assert no_bucket.returncode == 2 and "give the document bucket (--bucket)" in no_bucket.stderr
+    done = run_cli(*replay, "--bucket", str(bucket))
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["removed"] == {f"{bucket} objects": 2, "app.documents": 2}
+    assert sorted(p.name for p in (bucket / "docs").iterdir()) == ["3.pdf"]
+    assert cluster.safe_sql("SELECT storage_key FROM app.documents", dbname="app") == [("docs/3.pdf",)]
