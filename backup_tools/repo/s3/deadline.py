@@ -46,17 +46,28 @@ def timeout_seconds(value: float | str | None = None) -> float:
 
 
 class Deadline:
-    """Registers on a boto3 client: each API call (per thread) must finish its attempts within `seconds`."""
+    """Registers on a boto3 client: each API call (per thread) must finish its attempts within `seconds`.
 
-    def __init__(self, seconds: float):
-        self.seconds = seconds
+    attempt_seconds: what one attempt may take (the client's read timeout); a retry that could not finish
+    before the deadline is not started, so the retry back-off cannot carry a request past it either.
+    """
+
+    def __init__(self, seconds: float, *, attempt_seconds: float):
+        self.seconds, self.attempt_seconds = seconds, attempt_seconds
         self._local = threading.local()
 
     def install(self, client: Any) -> Any:
         """Hook the client's events; return it."""
         client.meta.events.register("before-call.s3", self._start)
         client.meta.events.register("before-send.s3", self._check)
+        client.meta.events.register_first("needs-retry.s3", self._retry)
         return client
+
+    def _retry(self, response: Any = None, caught_exception: Any = None, **_: Any) -> None:
+        failed = caught_exception is not None or (response is not None and response[0].status_code >= 500)
+        until = getattr(self._local, "until", None)
+        if failed and until is not None and time.monotonic() + self.attempt_seconds > until:
+            raise DeadlineExceeded(operation=self._local.operation, seconds=self.seconds)
 
     def _start(self, model: Any = None, **_: Any) -> None:
         self._local.until = time.monotonic() + self.seconds

@@ -98,8 +98,9 @@ class S3Repository(Repository):
         # endpoint_url=None lets botocore resolve AWS_ENDPOINT_URL(_S3) itself (botocore >= 1.31)
         self._clients: dict[bool, tuple[Any, Any]] = {}
         for cleanup, cfg, deadline in ((False, config, self.timeout), (True, short, CLEANUP_SECONDS)):
-            plain, new = (Deadline(deadline).install(session.client("s3", endpoint_url=endpoint_url, config=cfg))
-                          for _ in range(2))  # fmt: skip
+            attempt = cfg.read_timeout
+            plain, new = (Deadline(deadline, attempt_seconds=attempt).install(
+                session.client("s3", endpoint_url=endpoint_url, config=cfg)) for _ in range(2))  # fmt: skip
             new.meta.events.register("before-parameter-build.s3.PutObject", no_clobber)
             new.meta.events.register("before-parameter-build.s3.CompleteMultipartUpload", no_clobber)
             self._clients[cleanup] = (plain, new)
