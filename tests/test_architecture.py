@@ -121,6 +121,17 @@ def test_only_repo_asks_which_backend_a_repository_is():
     assert found == [], "use a Repository capability (local_path(), placed() ...) instead of the backend's type"
 
 
+def test_one_pg_ctl_wrapper():
+    """backup_tools and fixtures start and stop servers through backup_tools/pg/server.py only."""
+    found = [f"{path.relative_to(ROOT)}:{node.lineno}"
+             for path in sorted([*PACKAGE.rglob("*.py"), *(ROOT / "fixtures").rglob("*.py")])
+             if path != PACKAGE / "pg" / "server.py"
+             for node in ast.walk(ast.parse(path.read_text()))
+             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "tool"
+             and node.args and isinstance(node.args[0], ast.Constant) and node.args[0].value == "pg_ctl"]  # fmt: skip
+    assert found == [], "use backup_tools.pg.server (pg_ctl, start, stop, postmaster_pid, log_tail)"
+
+
 def test_backup_tools_never_imports_the_harness():
     found = [f"{me}:{line} imports {target}" for me, tree in modules().items() for target, _, line in imports(tree)
              if target.split(".")[0] in HARNESS]  # fmt: skip

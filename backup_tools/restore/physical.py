@@ -23,6 +23,7 @@ from typing import Any
 from backup_tools.backup.basebackup import extract_backup
 from backup_tools.catalog import WAL
 from backup_tools.errors import RecoveryError, UsageError
+from backup_tools.pg import server as pg_server
 from backup_tools.pg.bin import PgBin
 from backup_tools.pg.run import run
 from backup_tools.repo.base import Repository
@@ -74,7 +75,7 @@ def prepare_target(to: Path, *, force: bool, pg: PgBin, log: Log) -> None:
                 "and replace its data directory"
             )
         log(f"### Stopping the server (pid {pid}) running in {to} (--force)")
-        run([pg.tool("pg_ctl"), "-D", to, "-m", "fast", "-w", "stop"], timeout=120)
+        pg_server.stop(pg, to)
     if to.exists() and not to.is_dir():
         raise UsageError(f"{to} exists and is not a directory; pass a directory path with --to")
     if to.exists() and any(to.iterdir()):

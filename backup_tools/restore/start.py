@@ -8,9 +8,7 @@ a RecoveryError with the server stopped.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shlex
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,8 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from backup_tools.errors import RecoveryError
+from backup_tools.pg import server as pg_server
 from backup_tools.pg.bin import PgBin
 from backup_tools.pg.run import run
+from backup_tools.pg.server import read_log, server_running
 from backup_tools.restore.pitr import RecoveryTarget
 from backup_tools.wal.lsn import format_lsn, parse_lsn
 from backup_tools.wal.prefetch import PREFETCH_DIR, remove_prefetched
@@ -27,14 +27,6 @@ from backup_tools.wal.prefetch import PREFETCH_DIR, remove_prefetched
 Log = Callable[[str], Any]
 
 
-def server_running(data_dir: Path) -> int | None:
-    """The pid of a postmaster running in data_dir, or None."""
-    try:
-        pid = int((data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
-        os.kill(pid, 0)
-    except (OSError, ValueError):
-        return None
-    return pid
 
 
 @dataclass(frozen=True)
@@ -81,19 +73,18 @@ def start_restored(
 ) -> StartedServer:
     """Start a restored data directory and wait until recovery reached its target (promoted, or paused)."""
     logfile = logfile or data_dir.parent / f"{data_dir.name}.log"
-    opts = shlex.join(["-p", str(port), "-k", str(socket_dir), "-c", "listen_addresses="])
     describe = (target or RecoveryTarget()).describe()
     log(f"### Starting the restored server in {data_dir} on port {port}; replaying WAL to {describe}")
     began, offset = time.monotonic(), logfile.stat().st_size if logfile.exists() else 0
     try:
-        run([pg.tool("pg_ctl"), "-D", data_dir, "-l", logfile, "-o", opts, "-w", "-t", str(int(timeout)), "start"],
-            timeout=timeout + 30)  # fmt: skip
+        options = ["-p", str(port), "-k", str(socket_dir), "-c", "listen_addresses="]
+        pg_server.start(pg, data_dir, logfile=logfile, options=options, timeout=timeout)
     except Exception as e:
         raise _recovery_error(data_dir, logfile, describe, pg=pg, offset=offset) from e
     action = target.action if target is not None and _has_target(target) else "promote"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        text = _read(logfile, offset)
+        text = read_log(logfile, offset)
         if server_running(data_dir) is None:
             if action == "shutdown" and "shutdown at recovery target" in text:
                 return StartedServer(
@@ -126,7 +117,7 @@ def check_recovery_end(data_dir: Path, logfile: Path, *, pg: PgBin, offset: int 
     if not path.exists():
         return
     promise = json.loads(path.read_text())
-    text = _read(logfile, offset)
+    text = read_log(logfile, offset)
     done = re.findall(r"redo done at ([0-9A-F]+/[0-9A-F]+)", text)
     if done and parse_lsn(done[-1]) >= parse_lsn(promise["lsn"]):
         return
@@ -144,26 +135,19 @@ def check_recovery_end(data_dir: Path, logfile: Path, *, pg: PgBin, offset: int 
 def stop_restored(data_dir: Path, *, pg: PgBin, mode: str = "fast") -> None:
     """Stop a server started by start_restored (nothing to do when it is not running)."""
     if server_running(data_dir) is not None:
-        run([pg.tool("pg_ctl"), "-D", data_dir, "-m", mode, "-w", "stop"], check=False, timeout=120)
+        pg_server.stop(pg, data_dir, mode=mode, check=False)
 
 
 def _has_target(target: RecoveryTarget) -> bool:
     return any(getattr(target, k) is not None for k in ("time", "lsn", "xid", "name")) or target.immediate
 
 
-def _read(path: Path, offset: int = 0) -> str:
-    try:
-        with open(path, "rb") as f:
-            f.seek(offset)
-            return f.read().decode(errors="replace")
-    except OSError:
-        return ""
 
 
 def _recovery_error(data_dir: Path, logfile: Path, describe: str, *, pg: PgBin, offset: int) -> RecoveryError:
     """Explain why a restored server stopped, from its log; make sure it is stopped."""
     stop_restored(data_dir, pg=pg, mode="immediate")
-    text = _read(logfile, offset)
+    text = read_log(logfile, offset)
     for needle, message in _FAILURES:
         if needle in text:
             return RecoveryError(message.format(target=describe) + f" (server stopped; log: {logfile})")
