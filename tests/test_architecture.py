@@ -132,6 +132,14 @@ def test_one_pg_ctl_wrapper():
     assert found == [], "use backup_tools.pg.server (pg_ctl, start, stop, postmaster_pid, log_tail)"
 
 
+def test_library_code_logs_instead_of_printing_by_default():
+    """A `log=print` default writes to stdout, which only cli/ decides about; library defaults use logging."""
+    found = [f"{me}:{node.lineno}" for me, tree in modules().items() if area(me) != "cli" for node in ast.walk(tree)
+             if isinstance(node, ast.Name) and node.id == "print" and isinstance(node.ctx, ast.Load)
+             and not any(isinstance(c, ast.Call) and c.func is node for c in ast.walk(tree))]  # fmt: skip
+    assert found == [], "default to a module logger (logger.info), let the CLI pass its own log"
+
+
 def test_backup_tools_never_imports_the_harness():
     found = [f"{me}:{line} imports {target}" for me, tree in modules().items() for target, _, line in imports(tree)
              if target.split(".")[0] in HARNESS]  # fmt: skip

@@ -10,6 +10,7 @@ from it. Restores stream each object (verified, decrypted, decompressed) into th
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tarfile
 import tempfile
@@ -26,6 +27,8 @@ from backup_tools.pg.bin import PgBin
 from backup_tools.pg.run import check_tool_version, run
 from backup_tools.repo.base import Repository
 from backup_tools.repo.objects import Sealing, open_object
+
+logger = logging.getLogger(__name__)
 
 Format = Literal["tar", "plain"]
 MANIFEST = "backup_manifest"
@@ -182,7 +185,7 @@ def read_manifest(path: Path) -> ManifestInfo:
 
 
 def extract_backup(
-    repo: Repository, record: BackupRecord, dest: Path, *, sealing: Sealing | None, log: Log = print
+    repo: Repository, record: BackupRecord, dest: Path, *, sealing: Sealing | None, log: Log = logger.info
 ) -> int:
     """Fetch a backup's objects (checksums verified) and unpack them into dest, two at a time; return the bytes."""
     (dest / "pg_wal").mkdir(mode=0o700, exist_ok=True)

@@ -13,6 +13,7 @@ Not handled yet: pruning bucket backups (an object stays needed while any later 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 import time
@@ -32,6 +33,8 @@ from backup_tools.repo.compress import check_codec
 from backup_tools.repo.objects import Sealing, drain, new_sealing, open_object, open_sealing, store_object
 from backup_tools.repo.policy import enforce
 from backup_tools.security.keys import resolve_key_file
+
+logger = logging.getLogger(__name__)
 
 BUCKETS = "buckets"
 MANIFEST_NAME = "manifest.json"
@@ -122,7 +125,7 @@ def read_bucket_backup(repo: Repository, name: str, backup: str = "latest", *, a
 
 
 def backup_bucket(source: DocumentBucket, repo: Repository, *, name: str, codec: str = "zstd",
-                  key_file: str | os.PathLike[str] | None = None, log: Log = print) -> BucketBackupResult:  # fmt: skip
+                  key_file: str | os.PathLike[str] | None = None, log: Log = logger.info) -> BucketBackupResult:  # fmt: skip
     """Back up every document; unchanged ones (vs the previous backup of this name) are referenced, not copied."""
     check_codec(codec)
     began, clock = datetime.now(UTC), time.monotonic()
@@ -186,7 +189,7 @@ class BucketRestoreResult:
 
 def restore_bucket(repo: Repository, to: DocumentBucket, *, name: str, backup: str = "latest",
                    key_file: str | os.PathLike[str] | None = None, everything: bool = False,
-                   log: Log = print) -> BucketRestoreResult:  # fmt: skip
+                   log: Log = logger.info) -> BucketRestoreResult:  # fmt: skip
     """Restore a bucket backup's documents (verified) into a bucket or directory; identical ones are left alone."""
     manifest = read_bucket_backup(repo, name, backup)
     sealings = _sealings(manifest, key_file)
@@ -227,7 +230,7 @@ class BucketVerifyResult:
 
 
 def verify_bucket_backup(repo: Repository, *, name: str, backup: str = "latest",
-                         key_file: str | os.PathLike[str] | None = None, log: Log = print) -> BucketVerifyResult:  # fmt: skip
+                         key_file: str | os.PathLike[str] | None = None, log: Log = logger.info) -> BucketVerifyResult:  # fmt: skip
     """Read every stored document: stored sha256/size always; decrypted+decompressed sha256 when readable."""
     manifest = read_bucket_backup(repo, name, backup)
     keyless = all(m is None or m.get("wrapping") != "aws-kms" for m in manifest.sealings.values())

@@ -8,6 +8,7 @@ pg_basebackup into staging; pg_verifybackup; objects stored (checksummed); catal
 from __future__ import annotations
 
 import io
+import logging
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,6 +37,8 @@ from backup_tools.repo.compress import SUFFIXES, check_codec
 from backup_tools.repo.objects import Sealing, copy_to_file, new_sealing, open_object, open_sealing, store_object
 from backup_tools.repo.policy import enforce, read_identity, write_identity
 from backup_tools.streams import CHUNK, sha256_of
+
+logger = logging.getLogger(__name__)
 
 PHYSICAL = ("full", "incremental")
 Log = Callable[[str], Any]
@@ -94,7 +97,7 @@ def physical_backup(
     key_file: str | None = None,
     staging_dir: Path | None = None,
     label: str | None = None,
-    log: Log = print,
+    log: Log = logger.info,
 ) -> BackupResult:
     """Take a full or incremental physical backup under the repository lock; return its DONE record."""
     if kind not in PHYSICAL:

@@ -12,6 +12,7 @@ it is stored in each copied catalog's options["copy"] and in copy-status.json at
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -35,6 +36,8 @@ from backup_tools.restore.pitr import backup_chain
 from backup_tools.streams import sha256_of
 from backup_tools.wal.archive import wal_names
 from backup_tools.wal.lsn import classify, parse_lsn, segment_name
+
+logger = logging.getLogger(__name__)
 
 STATUS_KEY = "copy-status.json"
 Log = Callable[[str], Any]
@@ -215,7 +218,7 @@ def _pushed_at(src: Repository, name: str) -> datetime | None:
 
 
 def copy_backups(src: Repository, dst: Repository, *, backup: str = "latest", all_wal: bool = False,
-                 placement: Placement | None = None, log: Log = print) -> CopyResult:  # fmt: skip
+                 placement: Placement | None = None, log: Log = logger.info) -> CopyResult:  # fmt: skip
     """Copy backups (with their chains) and the WAL they need to dst, verify every object there, catalogs last.
 
     placement: storage class / Object Lock of the copied backups' objects at dst (placement.placement_for).

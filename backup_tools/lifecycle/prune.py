@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -12,6 +13,8 @@ from backup_tools.catalog import BACKUPS, CATALOG_NAME, WAL
 from backup_tools.lifecycle.retention import DELETING, RetentionPlan, RetentionPolicy, plan_retention
 from backup_tools.repo.base import Repository
 from backup_tools.repo.s3.placement import locked_until
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -34,7 +37,7 @@ def prune(
     dry_run: bool,
     tz: str = "UTC",
     wal_segment_size: int | None = None,
-    log: Callable[[str], Any] = print,
+    log: Callable[[str], Any] = logger.info,
 ) -> PruneResult:
     """Apply a retention plan under the repository lock: mark catalogs, delete data, catalogs last, then WAL."""
     repo.list(f"{BACKUPS}/")  # a mistyped repository fails here, before lock() would create it

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,6 +34,8 @@ from backup_tools.repo.policy import FIELD as POLICY
 from backup_tools.repo.policy import read_identity, record_policy
 from backup_tools.security.keys import KeyWrapper, KmsKey, LocalKey, load_key_file, rewrap
 from backup_tools.streams import CHUNK
+
+logger = logging.getLogger(__name__)
 
 BUCKETS, BUCKET_MANIFEST = "buckets", "manifest.json"
 Log = Callable[[str], Any]
@@ -91,7 +94,7 @@ def rekey(
     key_file: str | os.PathLike[str] | None = None,
     kms_client: Any = None,
     dry_run: bool = False,
-    log: Log = print,
+    log: Log = logger.info,
 ) -> RekeyResult:
     """Re-wrap every backup's, WAL object's and bucket backup's data key with `new`; see the module docstring."""
     target = new_key_id(new)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -23,6 +24,8 @@ from backup_tools.pg.schemadigest import digest_diff, schema_digest
 from backup_tools.repo.base import Repository
 from backup_tools.repo.objects import copy_to_file, open_object, open_sealing
 from backup_tools.restore.pitr import RecoveryTarget
+
+logger = logging.getLogger(__name__)
 
 Log = Callable[[str], Any]
 
@@ -49,7 +52,7 @@ def verify_backup(
     pg: PgBin,
     key_file: str | None = None,
     restore_test: bool = False,
-    log: Log = print,
+    log: Log = logger.info,
 ) -> VerifyResult:
     """Re-read every object (sha256, decryption, decompression), run pg_verifybackup, optionally restore-test."""
     problems: list[str] = []

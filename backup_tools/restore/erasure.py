@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -20,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from backup_tools.errors import BackupToolsError, UsageError
+
+logger = logging.getLogger(__name__)
 
 PREFIX = "erasure"
 
@@ -134,7 +137,7 @@ class ReplayResult:
 
 
 def replay(
-    ledger_url: str, config: ErasureConfig, dsn: str, *, bucket: str | None = None, log: Callable[[str], Any] = print
+    ledger_url: str, config: ErasureConfig, dsn: str, *, bucket: str | None = None, log: Callable[[str], Any] = logger.info
 ) -> ReplayResult:
     """Delete, in one transaction, every row of the targets whose identifier hashes to an erased subject (and, for
     targets with bucket_key_column, their documents from `bucket` first, so a failure leaves the rows to retry)."""

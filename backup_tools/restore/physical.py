@@ -9,6 +9,7 @@ the result and waits until recovery reached its target.
 
 from __future__ import annotations
 
+import logging
 import os
 import shlex
 import shutil
@@ -40,6 +41,8 @@ from backup_tools.restore.start import (
 from backup_tools.wal.archive import wal_names
 from backup_tools.wal.lsn import classify, find_gaps, parse_lsn, parse_segment_name, segment_name
 from backup_tools.wal.prefetch import prefetch_wal, prefetching_command, wal_to_prefetch
+
+logger = logging.getLogger(__name__)
 
 Log = Callable[[str], Any]
 
@@ -125,7 +128,7 @@ def restore(
     key_file: str | None = None,
     archive: bool = False,
     prefetch: bool = True,
-    log: Log = print,
+    log: Log = logger.info,
 ) -> RestoreResult:
     """Restore a physical backup (and its incremental chain) into `to`, configured to recover to target.
 

@@ -8,6 +8,7 @@ a RecoveryError with the server stopped.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 from collections.abc import Callable
@@ -23,6 +24,8 @@ from backup_tools.pg.server import read_log, server_running
 from backup_tools.restore.pitr import RecoveryTarget
 from backup_tools.wal.lsn import format_lsn, parse_lsn
 from backup_tools.wal.prefetch import PREFETCH_DIR, remove_prefetched
+
+logger = logging.getLogger(__name__)
 
 Log = Callable[[str], Any]
 
@@ -69,7 +72,7 @@ def start_restored(
     target: RecoveryTarget | None = None,
     logfile: Path | None = None,
     timeout: float = 600,
-    log: Log = print,
+    log: Log = logger.info,
 ) -> StartedServer:
     """Start a restored data directory and wait until recovery reached its target (promoted, or paused)."""
     logfile = logfile or data_dir.parent / f"{data_dir.name}.log"

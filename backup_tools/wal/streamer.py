@@ -9,6 +9,7 @@ complete, and stop(push_partial=True) archives it as `<name>.partial` for a fail
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -28,6 +29,8 @@ from backup_tools.repo.base import Repository
 from backup_tools.wal.archive import wal_push
 from backup_tools.wal.lsn import classify
 
+logger = logging.getLogger(__name__)
+
 APP_NAME = "pgdrill_receivewal"
 Log = Callable[[str], Any]
 
@@ -42,7 +45,7 @@ class WalStreamer:
     slot: str = "pgdrill_receivewal"
     synchronous: bool = False
     app_name: str = APP_NAME
-    log: Log = print
+    log: Log = logger.info
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     _errlog: Path | None = field(default=None, init=False, repr=False)
     pushed: list[str] = field(default_factory=list, init=False)

@@ -4,6 +4,7 @@ page header) and reports gaps per timeline; `check` lists the archive's names an
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,6 +17,8 @@ from backup_tools.repo.objects import ENVELOPE_MAGIC, drain, open_envelope, read
 from backup_tools.repo.policy import PLAINTEXT, policy_of, read_identity
 from backup_tools.wal.archive import check_segment_header
 from backup_tools.wal.lsn import classify, find_gaps
+
+logger = logging.getLogger(__name__)
 
 Log = Callable[[str], Any]
 MIN_OBJECT = len(ENVELOPE_MAGIC) + 2  # magic, "{}" : anything shorter cannot be a WAL object
@@ -53,7 +56,7 @@ def listing_problems(repo: Repository) -> tuple[list[str], dict[str, str]]:
     return names, problems
 
 
-def verify_wal(repo: Repository, *, key_file: str | os.PathLike[str] | None = None, log: Log = print
+def verify_wal(repo: Repository, *, key_file: str | os.PathLike[str] | None = None, log: Log = logger.info
                ) -> WalVerifyResult:  # fmt: skip
     """Read every archived WAL object to its end and check it against its header, its name and the repository."""
     names, problems = listing_problems(repo)

@@ -11,6 +11,7 @@ RestorePending ("retry in N hours") instead of failing half-way; prune skips loc
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -19,6 +20,8 @@ from typing import Any
 from backup_tools.catalog import BACKUPS, BackupRecord
 from backup_tools.errors import UsageError
 from backup_tools.repo.base import Repository
+
+logger = logging.getLogger(__name__)
 
 STORAGE_CLASSES = ("STANDARD", "STANDARD_IA", "GLACIER", "DEEP_ARCHIVE")
 ARCHIVED = ("GLACIER", "DEEP_ARCHIVE")
@@ -126,7 +129,7 @@ def is_archived(repo: Repository, key: str) -> bool:
     return head.get("StorageClass") in ARCHIVED and 'ongoing-request="false"' not in head.get("Restore", "")
 
 
-def request_restores(repo: Repository, records: Iterable[BackupRecord], *, log: Log = print) -> None:
+def request_restores(repo: Repository, records: Iterable[BackupRecord], *, log: Log = logger.info) -> None:
     """Ask S3 to restore every archived object of the backups; raise RestorePending if any is not readable yet."""
     if not _is_s3(repo):
         return
