@@ -17,10 +17,6 @@ RANK = {name: i for i, names in enumerate(LAYERS) for name in names}
 HARNESS = ("fixtures", "drills", "reports", "tests")
 # The repository's own modules (repo/, the S3 backend in repo/s3/) share S3Repository's client and key helpers.
 BACKEND_INTERNALS = "backup_tools.repo."
-# Private attributes still reached on other objects, to be removed (issue 10): module -> attributes.
-KNOWN_PRIVATE_REACHES = {
-    "backup_tools.lifecycle.rekey": {"_call", "_need_key_id"},  # calls KmsKey internals
-}
 # What the rules allow outside a package's own room, with the reason (empty: no exceptions left).
 THIRD_PARTY_ROOMS = {
     "argparse": ("cli",),  # only cli/ parses argv
@@ -112,7 +108,7 @@ def test_no_private_attributes_reached_on_other_objects():
             if (isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")
                     and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls", "argparse"))):  # fmt: skip
                 reaches.setdefault(me, set()).add(node.attr)
-    assert reaches == KNOWN_PRIVATE_REACHES, "use a public method (or shrink KNOWN_PRIVATE_REACHES when one is gone)"
+    assert reaches == {}, "use (or add) a public method of that object instead"
 
 
 def test_only_repo_asks_which_backend_a_repository_is():

@@ -72,8 +72,7 @@ class _OldKeys:
 def new_key_id(wrapper: KeyWrapper) -> str:
     """The key id the new wrapper records (a KMS alias or id is resolved to the key's ARN)."""
     if isinstance(wrapper, KmsKey):
-        result = wrapper._call("describe_key", wrapper._need_key_id())
-        return result["KeyMetadata"]["Arn"]
+        return wrapper.arn()
     return wrapper.key_id  # type: ignore[attr-defined]
 
 

@@ -203,6 +203,10 @@ class KmsKey:
             raise UsageError("a KMS key id, alias or ARN is needed to encrypt; pass the KMS key id")
         return self.key_id
 
+    def arn(self) -> str:
+        """The key's ARN (an alias or key id resolved by KMS)."""
+        return self._call("describe_key", self._need_key_id())["KeyMetadata"]["Arn"]
+
     def new_data_key(self, *, context: dict[str, str]) -> tuple[bytes, bytes, str]:
         r = self._call("generate_data_key", self._need_key_id(), KeySpec="AES_256", EncryptionContext=context)
         return r["Plaintext"], r["CiphertextBlob"], r["KeyId"]
