@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -105,7 +107,10 @@ def cmd_restore_table(args: argparse.Namespace) -> int:
         safety_copy=not args.no_safety_copy, key_file=args.key_file, pg=pg_for(args), log=log,
     )  # fmt: skip
     saved = f"; safety copy {result.safety_copy}" if result.safety_copy else ""
-    print(f"restored {result.rows} row(s) of {result.table} from {result.backup_id} into {result.target}{saved}")
+    if args.json:
+        print(json.dumps(asdict(result) | {"ok": result.ok}, indent=2, sort_keys=True))
+    else:
+        print(f"restored {result.rows} row(s) of {result.table} from {result.backup_id} into {result.target}{saved}")
     if not result.ok:
         log(f"backup-tools restore-table: {result.target} differs from the backup: {'; '.join(result.differences)}")
         return 1
@@ -166,5 +171,6 @@ def add_restore_parsers(verbs: Any) -> None:
     t.add_argument("--backup", default="latest", metavar="ID", help="logical backup id or 'latest' (default)")
     t.add_argument("--into", metavar="SIDE_TABLE", help="load into this new table instead, to compare by hand")
     t.add_argument("--no-safety-copy", action="store_true", help="do not copy the current rows aside first")
+    t.add_argument("--json", action="store_true", help="print the result (rows, safety copy, differences) as JSON")
     add_key(t)
     add_pgbin(t)
