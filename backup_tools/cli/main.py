@@ -43,7 +43,8 @@ _GROUPS = {  # verb -> (module, function adding its group); main() builds only t
     "erasure": ("cli.erasure", "add_erasure_parser"),
 }
 # --help lists the groups in this order
-_ORDER = ("backup", "wal-push", "list", "restore", "verify", "evidence", "copy", "rekey", "audit", "storage-policy", "cloud-check", "erasure")
+_ORDER = ("backup", "wal-push", "list", "restore", "verify", "evidence", "copy", "rekey", "audit", "storage-policy",
+          "cloud-check", "erasure")  # fmt: skip
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -98,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except BackupToolsError as e:
             verb = args.verb if args.verb != "evidence" else f"evidence {args.evidence_verb}"
             print(f"backup-tools {verb}: error: {one_line(e)}", file=sys.stderr)
-            run.fail(e.exit_code, one_line(e))
+            run.fail(e.exit_code, one_line(e), cause=e)
         except KeyboardInterrupt:
             print(f"backup-tools {args.verb}: interrupted; nothing was marked as done", file=sys.stderr)
             run.fail(130, "interrupted")

@@ -45,10 +45,14 @@ class Run:
     started: float = field(default_factory=time.time)
     code: int = 0
     error: str | None = None
+    repo_failed: bool = False  # unreachable, locked or timed out: the line goes to the table only
 
-    def fail(self, code: int, error: str) -> None:
-        """Record a failure (exit code and its one-line message)."""
+    def fail(self, code: int, error: str, *, cause: BaseException | None = None) -> None:
+        """Record a failure (exit code, its one-line message, and whether the repository itself failed)."""
+        from backup_tools.errors import DocumentMissing, RepositoryError
+
         self.code, self.error = code, error
+        self.repo_failed = isinstance(cause, RepositoryError) and not isinstance(cause, DocumentMissing)
 
     def argv_backup(self) -> str | None:
         """The --backup ID given on the command line (not latest/all)."""
@@ -155,9 +159,10 @@ def record(run: Run) -> None:
     from backup_tools.errors import BackupToolsError
 
     ended, line = time.time(), None
-    if run.repo:
+    if run.repo and not run.repo_failed:  # retrying an unreachable repository would double the time to fail
         try:
             from backup_tools.repo import open_repository
+
             repo = open_repository(run.repo)
             run.repo = repo.url
             local = repo.local_path("")
