@@ -16,7 +16,7 @@ import threading
 import time
 from typing import Any
 
-from botocore.exceptions import BotoCoreError
+from botocore.exceptions import BotoCoreError, ReadTimeoutError
 
 from backup_tools.errors import UsageError
 
@@ -67,6 +67,8 @@ class Deadline:
         failed = caught_exception is not None or (response is not None and response[0].status_code >= 500)
         until = getattr(self._local, "until", None)
         if failed and until is not None and time.monotonic() + self.attempt_seconds > until:
+            if caught_exception is not None and not isinstance(caught_exception, ReadTimeoutError):
+                raise caught_exception  # no retry left: report the real cause (refused connection, reset ...)
             raise DeadlineExceeded(operation=self._local.operation, seconds=self.seconds)
 
     def _start(self, model: Any = None, **_: Any) -> None:
