@@ -30,8 +30,6 @@ logger = logging.getLogger(__name__)
 Log = Callable[[str], Any]
 
 
-
-
 @dataclass(frozen=True)
 class StartedServer:
     """A restored server started by start_restored: where it listens, its log, and how recovery ended."""
@@ -143,8 +141,6 @@ def stop_restored(data_dir: Path, *, pg: PgBin, mode: str = "fast") -> None:
 
 def _has_target(target: RecoveryTarget) -> bool:
     return any(getattr(target, k) is not None for k in ("time", "lsn", "xid", "name")) or target.immediate
-
-
 
 
 def _recovery_error(data_dir: Path, logfile: Path, describe: str, *, pg: PgBin, offset: int) -> RecoveryError:
