@@ -4,6 +4,7 @@ restore tests, drills, bucket backups and capacity are in monitor/coverage.py)."
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -251,26 +252,55 @@ def _archiving(
     return _ok("wal:archiving", f"newest segment {newest} archived {_age(age)} ago", **figures)
 
 
-def check_verified(records: list[BackupRecord], config: MonitorConfig, now: datetime) -> list[CheckOutcome]:
-    """Per series, some good backup was verified within the limit (new repositories get that long to start)."""
+@dataclass(frozen=True)
+class Freshness:
+    """How one per-series freshness check words itself: verified (checksums) or restore-tested."""
+
+    check: str  # check name prefix, e.g. "verified"
+    figure: str  # figure holding the newest stamp, e.g. "last_verified_at"
+    last: str  # "last verified" -> "last verified 2 h ago"
+    first: str  # ok text before any stamp, with {age}
+    never: str  # fail text before any stamp
+    missing: str  # fail text with {series}, {limit} and {last}
+
+
+VERIFIED = Freshness(
+    "verified", "last_verified_at", "last verified", "not verified yet (first backup {age} old)", "never verified",
+    "no {series} backup verified (checksums) within {limit} ({last}); run `backup-tools verify --repo URL` on a "
+    "schedule",
+)  # fmt: skip
+
+
+def series_freshness(
+    records: list[BackupRecord],
+    now: datetime,
+    *,
+    limit: float,
+    stamp: Callable[[BackupRecord], datetime | None],
+    words: Freshness,
+) -> list[CheckOutcome]:
+    """Per series, some good backup carries a stamp within limit seconds (new series get that long to start)."""
     out = []
-    limit = config.verify_max_age.total_seconds()
     for series in sorted({series_of(r) for r in records if r.is_good}):
         good = [r for r in records if r.is_good and series_of(r) == series]
-        verified = [r.verified_at for r in good if r.verified_at]
-        since = max(verified) if verified else min(finished_at(r) for r in good)
+        stamps = [t for r in good if (t := stamp(r))]
+        since = max(stamps) if stamps else min(finished_at(r) for r in good)
         age = (now - since).total_seconds()
-        figures = {"last_verified_at": max(verified) if verified else None, "age_seconds": age, "limit_seconds": limit}
-        check = f"verified:{series}"
+        figures = {words.figure: max(stamps) if stamps else None, "age_seconds": age, "limit_seconds": limit}
+        check = f"{words.check}:{series}"
+        last = f"{words.last} {_age(age)} ago"
         if age <= limit:
-            what = f"last verified {_age(age)} ago" if verified else f"not verified yet (first backup {_age(age)} old)"
-            out.append(_ok(check, what, **figures))
+            out.append(_ok(check, last if stamps else words.first.format(age=_age(age)), **figures))
             continue
-        last = f"last verified {_age(age)} ago" if verified else "never verified"
-        text = (f"no {series} backup verified (checksums) within {_age(limit)} ({last}); run `backup-tools verify "
-                "--repo URL` on a schedule")  # fmt: skip
+        text = words.missing.format(series=series, limit=_age(limit), last=last if stamps else words.never)
         out.append(_fail(check, "warning", text, **figures))
     return out
+
+
+def check_verified(records: list[BackupRecord], config: MonitorConfig, now: datetime) -> list[CheckOutcome]:
+    """Per series, some good backup was verified within the limit (new repositories get that long to start)."""
+    limit = config.verify_max_age.total_seconds()
+    return series_freshness(records, now, limit=limit, stamp=lambda r: r.verified_at, words=VERIFIED)
 
 
 def check_encryption(repo: Repository, records: list[BackupRecord], *, newest_wal: int = 32) -> list[CheckOutcome]:

@@ -9,7 +9,7 @@ from typing import Any
 
 from backup_tools.catalog import BackupRecord
 from backup_tools.errors import BackupToolsError
-from backup_tools.monitor.checks import CheckOutcome, Severity, finished_at, series_of
+from backup_tools.monitor.checks import CheckOutcome, Freshness, Severity, series_freshness
 from backup_tools.monitor.config import MonitorConfig
 from backup_tools.monitor.history import read_history
 from backup_tools.pg.run import redact
@@ -40,27 +40,18 @@ def restore_tested_at(record: BackupRecord) -> datetime | None:
         return None
 
 
+RESTORE_TESTED = Freshness(
+    "restore_tested", "last_restore_tested_at", "last restore test", "not restore-tested yet (first {age} old)",
+    "never restore-tested (a checksum verify is not one)",
+    "no {series} backup restore-tested within {limit} ({last}); run `backup-tools verify --repo URL --restore-test` "
+    "or a restore-test drill with --source-repo on a schedule",
+)  # fmt: skip
+
+
 def check_restore_tested(records: list[BackupRecord], config: MonitorConfig, now: datetime) -> list[CheckOutcome]:
     """Per series, some good backup was restore-tested (restored, started, data checked) within its own limit."""
-    out = []
     limit = config.restore_test_max_age.total_seconds()
-    for series in sorted({series_of(r) for r in records if r.is_good}):
-        good = [r for r in records if r.is_good and series_of(r) == series]
-        tested = [t for r in good if (t := restore_tested_at(r))]
-        since = max(tested) if tested else min(finished_at(r) for r in good)
-        age = (now - since).total_seconds()
-        figures = {"last_restore_tested_at": max(tested) if tested else None, "age_seconds": age,
-                   "limit_seconds": limit}  # fmt: skip
-        check = f"restore_tested:{series}"
-        if age <= limit:
-            what = f"last restore test {_age(age)} ago" if tested else f"not restore-tested yet (first {_age(age)} old)"
-            out.append(_ok(check, what, **figures))
-            continue
-        last = f"last restore test {_age(age)} ago" if tested else "never restore-tested (a checksum verify is not one)"
-        text = (f"no {series} backup restore-tested within {_age(limit)} ({last}); run `backup-tools verify --repo URL "
-                "--restore-test` or a restore-test drill with --source-repo on a schedule")  # fmt: skip
-        out.append(_fail(check, "warning", text, **figures))
-    return out
+    return series_freshness(records, now, limit=limit, stamp=restore_tested_at, words=RESTORE_TESTED)
 
 
 def _same_repo(location: Any, url: str) -> bool:
