@@ -25,6 +25,7 @@ from reports.records import build_record, copy_logs, log_sources, relevant_lines
 from reports.render import drill_line, header_cells, render_summary, row_cells, why
 
 SCHEMA_VERSION = 2
+WORKER_INPUT = "pgdrill_run"
 JUNIT_PROPERTIES = ("scenario", "method", "verdict", "rto_seconds", "target_rto_seconds", "rpo_seconds",
                     "target_rpo_seconds", "lost_commits")  # fmt: skip
 
@@ -47,6 +48,7 @@ class Run:
     bundle: evidence.Bundle | None = None
     warnings: list[str] = field(default_factory=list)
     explicit_output: bool = False  # --html, --report-dir or --junitxml given: always write them
+    worker: bool = False  # a pytest-xdist worker: it writes logs and artifacts into the controller's run directory only
     no_drills: bool = False  # nothing collected is a drill: no report directory, no evidence line
     summary: dict[str, Any] = field(default_factory=dict)  # evidence-summary.json: what the bundle evidences
 
@@ -82,6 +84,11 @@ def pytest_configure(config: pytest.Config) -> None:
 
     run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + f"-{os.getpid()}"
     root = Path(config.rootpath)
+    if hasattr(config, "workerinput"):  # an xdist worker: the controller owns the report, history and signing key
+        shared = config.workerinput.get(WORKER_INPUT) or {}
+        config.stash[run_key] = Run(shared.get("run_id", run_id), Path(shared.get("run_dir", root / "reports" / "out" / run_id)),
+                                    "", Path(os.devnull), worker=True, no_drills=not shared)  # fmt: skip
+        return
     explicit = bool(
         config.option.htmlpath or config.getoption("report_dir", None) or getattr(config.option, "xmlpath", None)
     )
@@ -110,6 +117,15 @@ def pytest_configure(config: pytest.Config) -> None:
     run.git_commit = git_commit(root)
     run.environment = suite_environment(commit=run.git_commit)
     config.stash[run_key] = run
+    config.pluginmanager.register(Records(config), "pgdrill-records")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """Hand each xdist worker this run's id and directory, so its logs and artifacts land in the one bundle."""
+    run = node.config.stash.get(run_key, None)
+    if run is not None and not run.no_drills:
+        node.workerinput[WORKER_INPUT] = {"run_id": run.run_id, "run_dir": str(run.run_dir)}
 
 
 def _may_run_drills(config: pytest.Config) -> bool:
@@ -138,6 +154,8 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     from fixtures.clusters import pg_bin_key
 
     config, run = session.config, session.config.stash[run_key]
+    if run.worker:
+        return
     env = run.environment
     try:
         pg = config.stash[pg_bin_key] if pg_bin_key in config.stash else find_pg_bin(config.getoption("pg_bin", None))
@@ -161,7 +179,13 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 def pytest_collection_finish(session: pytest.Session) -> None:
     """A run that collected no drill (unit tests) writes no drill report, results, JUnit file or evidence bundle."""
     run = session.config.stash.get(run_key, None)
-    if run is None or run.no_drills or run.explicit_output or any(i.get_closest_marker("drill") for i in session.items):
+    if (
+        run is None
+        or run.no_drills
+        or run.worker
+        or run.explicit_output
+        or any(i.get_closest_marker("drill") for i in session.items)
+    ):
         return
     from _pytest.junitxml import xml_key
     from pytest_html.basereport import BaseReport
@@ -236,16 +260,31 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
                                              run.run_dir / "logs" / _slug(item.nodeid), run_dir=run.run_dir)  # fmt: skip
     lines = record["server_log_tail"] or (relevant_lines(texts) if record["verdict"] in ("fail", "error") else [])
     record["server_log_tail"] = lines
-    report.pgdrill = record
-    run.records.append(record)
-    terminal = item.config.pluginmanager.get_plugin("terminalreporter")
-    if terminal is not None:  # one line as each drill ends, so a long run shows more than dots
-        terminal.write_line(f"pgdrill: {drill_line(record)}", **_colour(record))
+    report.pgdrill = record  # pytest-xdist carries it to the controller with the report
     report.extras = [*getattr(report, "extras", []), extras.html(render_details(record, log_lines=lines))]
     properties = [(key, record.get(key)) for key in JUNIT_PROPERTIES] + ([("why", why(record))] if why(record) else [])
     item.user_properties.extend(properties)  # junitxml writes the item's properties with the teardown report
     report.user_properties.extend(properties)
     return report
+
+
+class Records:
+    """Keeps each drill's record in the process that writes the report (not in an xdist worker) and prints its line."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        """A drill's report arrived (from this process or an xdist worker): keep its record, print one line."""
+        record = getattr(report, "pgdrill", None)
+        run = self.config.stash.get(run_key, None)
+        if record is None or run is None or run.worker:
+            return
+        run.records.append(record)
+        terminal = self.config.pluginmanager.get_plugin("terminalreporter")
+        if terminal is not None:  # one line as each drill ends, so a long run shows more than dots
+            terminal.write_line(f"pgdrill: {drill_line(record)}", **_colour(record))
 
 
 def pytest_html_report_title(report: Any) -> None:
@@ -283,7 +322,7 @@ def pytest_html_results_summary(
 def pytest_sessionfinish(session: pytest.Session) -> Iterator[None]:
     """Results and history before pytest-html and junitxml write their files; the evidence manifest after."""
     run = session.config.stash.get(run_key, None)
-    if run is not None and run.no_drills:
+    if run is not None and (run.no_drills or run.worker):
         run = None
     if run is not None:
         _write_results(run)
@@ -335,7 +374,7 @@ def _write_results(run: Run) -> None:
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     """Say where the report and evidence are, and why any drill failed, one line each."""
     run = config.stash.get(run_key, None)
-    if run is None or run.no_drills:
+    if run is None or run.no_drills or run.worker:
         return
     for record in run.records:
         if record["verdict"] in ("fail", "error"):
