@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from backup_tools.pg.ports import free_port  # noqa: E402
 from backup_tools.repo.objects import drain, new_sealing, open_object, store_object  # noqa: E402
-from backup_tools.repo.s3.repository import S3Repository  # noqa: E402
+from backup_tools.repo.s3.repository import S3Options, S3Repository  # noqa: E402
 from backup_tools.security.keys import generate_key_file_text  # noqa: E402
 
 BUCKET, CREDS = "bench", ("bench-key", "bench-secret")
@@ -85,7 +85,7 @@ def make_basebackup(work: Path, scale: float) -> Path:
 def bench_one(client, endpoint: str, data: Path, what: str, *, key_file: Path, rounds: int, tag: str) -> None:
     """Upload one file with every variant `rounds` times (interleaved) and print its table."""
     size = data.stat().st_size
-    repo = S3Repository(BUCKET, tag, endpoint_url=endpoint, region="us-east-1", credentials=CREDS)
+    repo = S3Repository(BUCKET, tag, S3Options(endpoint_url=endpoint, region="us-east-1", credentials=CREDS))
     variants = {
         "boto3 upload_fileobj (plain)": None,
         "seam: none": ("none", None),

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Literal
@@ -36,31 +37,49 @@ def quote_pattern(schema: str, table: str) -> str:
     return ".".join('"' + part.replace('"', '""') + '"' for part in (schema, table))
 
 
-def backup_logical(
-    dsn: str,
-    repo: Repository,
-    *,
-    fmt: Format = "custom",
-    jobs: int = 1,
-    schema_only: bool = False,
-    data_only: bool = False,
-    tables: Sequence[str] = (),
-    compression: str | None = None,
-    key_file: str | None = None,
-    pg: PgBin,
-    schema: str = "public",
-    timeout: float | None = None,
-    label: str | None = None,
-    log: Callable[[str], None] | None = None,
-) -> BackupRecord:
-    """Dump one database with pg_dump into repo; the catalog record is DONE only when every object is stored.
+@dataclass(frozen=True)
+class DumpOptions:
+    """What a logical backup dumps and how it stores it; invalid combinations are refused when made.
 
     compression: None leaves it to pg_dump (custom and directory dumps are gzip-compressed inside); a codec
     ("zstd", "gzip", "none") makes pg_dump write uncompressed and compresses the stored objects instead.
-    key_file encrypts the stored objects (objstore), as for physical backups.
+    key_file encrypts the stored objects (repo/objects), as for physical backups.
     """
+
+    fmt: Format = "custom"
+    jobs: int = 1
+    schema_only: bool = False
+    data_only: bool = False
+    tables: tuple[str, ...] = ()
+    schema: str = "public"
+    compression: str | None = None
+    key_file: str | None = None
+    timeout: float | None = None
+    label: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tables", tuple(self.tables))
+        if self.fmt not in FORMATS:
+            raise UsageError(f"unknown dump format {self.fmt!r}: use one of {', '.join(FORMATS)}")
+        if self.jobs < 1 or (self.jobs > 1 and self.fmt != "directory"):
+            raise UsageError(f"jobs={self.jobs}: parallel pg_dump (-j) needs fmt='directory' and jobs >= 1")
+        if self.schema_only and self.data_only:
+            raise UsageError("schema_only and data_only exclude each other; a full dump has both")
+
+
+def backup_logical(
+    dsn: str,
+    repo: Repository,
+    options: DumpOptions = DumpOptions(),
+    *,
+    pg: PgBin,
+    log: Callable[[str], None] | None = None,
+) -> BackupRecord:
+    """Dump one database with pg_dump into repo; the catalog record is DONE only when every object is stored."""
     say = log or _logger.info
-    _check_options(fmt=fmt, jobs=jobs, schema_only=schema_only, data_only=data_only)
+    o = options
+    fmt, jobs, schema_only, data_only, tables, schema = o.fmt, o.jobs, o.schema_only, o.data_only, o.tables, o.schema
+    compression, key_file, timeout, label = o.compression, o.key_file, o.timeout, o.label
     codec = check_codec(compression) if compression is not None else "none"
     pg_dump = pg.tool("pg_dump")
     info = ConnInfo.parse(dsn)
@@ -134,15 +153,6 @@ def backup_logical(
             repo.write_catalog(done)
     say(f"### Logical backup {done.id} DONE: {len(done.files)} object(s), {done.size} bytes")
     return done
-
-
-def _check_options(*, fmt: str, jobs: int, schema_only: bool, data_only: bool) -> None:
-    if fmt not in FORMATS:
-        raise UsageError(f"unknown dump format {fmt!r}: use one of {', '.join(FORMATS)}")
-    if jobs < 1 or (jobs > 1 and fmt != "directory"):
-        raise UsageError(f"jobs={jobs}: parallel pg_dump (-j) needs fmt='directory' and jobs >= 1")
-    if schema_only and data_only:
-        raise UsageError("schema_only and data_only exclude each other; a full dump has both")
 
 
 def _dump_argv(

@@ -28,16 +28,17 @@ def cmd_backup(args: argparse.Namespace) -> int:
     repo = open_repository(args.repo)
     repo = repo.placed(placement_for(repo, storage_class=args.storage_class, lock_days=args.lock_days))
     if args.kind == "logical":
-        from backup_tools.backup.logical import backup_logical
+        from backup_tools.backup.logical import DumpOptions, backup_logical
 
         fmt = args.format or "custom"
         if fmt not in LOGICAL_FORMATS:
             raise UsageError(f"--format {fmt} is for physical backups; --kind logical takes custom, directory or plain")
         compression = None if args.compress == "none" else args.compress
-        record = backup_logical(
-            args.dsn, repo, pg=pg_for(args), fmt=fmt, jobs=args.jobs, tables=args.table or (), compression=compression,
-            key_file=args.key_file, schema_only=args.schema_only, data_only=args.data_only, label=args.label, log=log,
+        options = DumpOptions(
+            fmt=fmt, jobs=args.jobs, tables=tuple(args.table or ()), compression=compression, key_file=args.key_file,
+            schema_only=args.schema_only, data_only=args.data_only, label=args.label,
         )  # fmt: skip
+        record = backup_logical(args.dsn, repo, options, pg=pg_for(args), log=log)
     else:
         from backup_tools.backup.physical import physical_backup
 

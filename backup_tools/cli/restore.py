@@ -57,13 +57,12 @@ def cmd_restore(args: argparse.Namespace) -> int:
         raise UsageError(
             "--table and --jobs apply to logical restores (--dsn); a physical restore (--to) takes neither"
         )
-    from backup_tools.restore.physical import restore, start_restored
+    from backup_tools.restore.physical import RestoreOptions, restore, start_restored
 
     pg = pg_for(args)
-    result = restore(
-        repo, to=Path(args.to), pg=pg, backup_id=args.backup, target=target, force=args.force,
-        key_file=args.key_file, archive=args.keep_archiving, log=log,
-    )  # fmt: skip
+    options = RestoreOptions(backup_id=args.backup, target=target, force=args.force, key_file=args.key_file,
+                             archive=args.keep_archiving)  # fmt: skip
+    result = restore(repo, to=Path(args.to), pg=pg, options=options, log=log)
     if args.start:
         if args.port is None or args.socket_dir is None:
             raise UsageError("--start needs --port and --socket-dir for the restored server")
@@ -77,7 +76,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
 
 def _restore_logical(args: argparse.Namespace, repo: Repository, target: RecoveryTarget | None, erase: Any) -> int:
-    from backup_tools.restore.logical import find_logical_backup, restore_logical
+    from backup_tools.restore.logical import LogicalRestoreOptions, find_logical_backup, restore_logical
 
     if args.backup == "latest" and target is not None and target.time is not None:
         records = [r for r in repo.list_backups() if r.kind == "logical" and r.is_good]
@@ -90,8 +89,9 @@ def _restore_logical(args: argparse.Namespace, repo: Repository, target: Recover
     from backup_tools.repo.s3.placement import request_restores
 
     request_restores(repo, [chosen], log=log)
-    restore_logical(repo, chosen.id, args.dsn, tables=args.table or (), jobs=args.jobs, key_file=args.key_file,
-                    no_owner=args.no_owner, create_roles=args.create_roles, pg=pg_for(args), log=log)  # fmt: skip
+    options = LogicalRestoreOptions(tables=tuple(args.table or ()), jobs=args.jobs, key_file=args.key_file,
+                                    no_owner=args.no_owner, create_roles=args.create_roles)  # fmt: skip
+    restore_logical(repo, chosen.id, args.dsn, options, pg=pg_for(args), log=log)
     if erase:
         erase(args.dsn)
     print(chosen.id)

@@ -109,14 +109,15 @@ def _restore_test(
 
     Returns the table fingerprints and the schema digests, per database.
     """
-    from backup_tools.restore.physical import restore, start_restored, stop_restored
+    from backup_tools.restore.physical import RestoreOptions, restore, start_restored, stop_restored
 
     base = Path(tempfile.mkdtemp(prefix=f"pgdrill-restoretest-{record.id}-"))
     data, sock = base / "data", base / "sock"
     sock.mkdir()
     target = RecoveryTarget(immediate=True)
     try:
-        restore(repo, to=data, pg=pg, backup_id=record.id, target=target, key_file=key_file, log=log)
+        options = RestoreOptions(backup_id=record.id, target=target, key_file=key_file)
+        restore(repo, to=data, pg=pg, options=options, log=log)
         (data / "pg_hba.conf").write_text("local all all trust\n")
         port = free_port()
         start_restored(data, pg=pg, port=port, socket_dir=sock, target=target, log=log)

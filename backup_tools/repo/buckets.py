@@ -6,12 +6,15 @@ import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 from urllib.parse import unquote, urlparse
 
 from backup_tools.errors import DocumentMissing, RepositoryError, UsageError
 from backup_tools.repo.objects import copy_to_file
 from backup_tools.streams import sha256_of
+
+if TYPE_CHECKING:
+    from backup_tools.repo.s3.repository import S3Options
 
 
 @dataclass(frozen=True)
@@ -112,10 +115,10 @@ class DirectoryBucket(DocumentBucket):
 class S3Bucket(DocumentBucket):
     """Documents under s3://bucket/prefix (endpoint from AWS_ENDPOINT_URL), through S3Repository's client."""
 
-    def __init__(self, url: str, **options: object):
+    def __init__(self, url: str, options: S3Options | None = None):
         from backup_tools.repo.s3.repository import S3Repository
 
-        self.repo = S3Repository.from_url(url, **options)  # type: ignore[arg-type]
+        self.repo = S3Repository.from_url(url, options)
         self.url = self.repo.url
 
     def list_objects(self) -> list[SourceObject]:

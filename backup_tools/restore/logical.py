@@ -90,32 +90,48 @@ def fetched(
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+@dataclass(frozen=True)
+class LogicalRestoreOptions:
+    """How a logical restore runs: which tables, clean or not, parallel jobs, owners, roles, strictness, key.
+
+    With jobs == 1 the restore is one transaction by default (single_transaction None), so a failure leaves the
+    database as it was. Restoring selected tables with clean=True drops and recreates them, which fails if other
+    tables' foreign keys point at them: use restore_table for that. strict=True raises IntegrityCheckFailed when
+    fingerprints differ. create_roles creates the roles the dump names (owners, grantees) that the target lacks,
+    as NOLOGIN.
+    """
+
+    tables: tuple[str, ...] = ()
+    clean: bool = True
+    jobs: int = 1
+    no_owner: bool = False
+    create_roles: bool = False
+    single_transaction: bool | None = None
+    strict: bool = True
+    key_file: str | None = None
+    timeout: float | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tables", tuple(self.tables))
+
+
 def restore_logical(
     repo: Repository,
     backup_id: str,
     dsn: str,
+    options: LogicalRestoreOptions = LogicalRestoreOptions(),
     *,
-    tables: Sequence[str] = (),
-    clean: bool = True,
-    jobs: int = 1,
-    no_owner: bool = False,
-    create_roles: bool = False,
-    single_transaction: bool | None = None,
-    strict: bool = True,
-    key_file: str | None = None,
     pg: PgBin,
-    timeout: float | None = None,
     log: Callable[[str], None] | None = None,
 ) -> LogicalRestoreResult:
     """Restore a logical backup into the database of dsn, stopping at the first error, and check fingerprints.
 
-    Every object is fetched and checksum-verified before the database is touched. With jobs == 1 the
-    restore is one transaction by default, so a failure leaves the database as it was. Restoring selected
-    tables with clean=True drops and recreates them, which fails if other tables' foreign keys point at
-    them: use restore_table for that. strict=True raises IntegrityCheckFailed when fingerprints differ.
-    create_roles creates the roles the dump names (owners, grantees) that the target lacks, as NOLOGIN.
+    Every object is fetched and checksum-verified before the database is touched (options: LogicalRestoreOptions).
     """
     say = log or _logger.info
+    o = options
+    tables, clean, jobs, no_owner, create_roles = o.tables, o.clean, o.jobs, o.no_owner, o.create_roles
+    single_transaction, strict, key_file, timeout = o.single_transaction, o.strict, o.key_file, o.timeout
     started = time.monotonic()
     record = find_logical_backup(repo, backup_id)
     fmt = record.options["format"]

@@ -117,23 +117,29 @@ def check_wal_for(
     log(f"### Warning: {where}; recovery fails if the target lies beyond it")
 
 
-def restore(
-    repo: Repository,
-    *,
-    to: Path,
-    pg: PgBin,
-    backup_id: str = "latest",
-    target: RecoveryTarget | None = None,
-    force: bool = False,
-    key_file: str | None = None,
-    archive: bool = False,
-    prefetch: bool = True,
-    log: Log = logger.info,
-) -> RestoreResult:
-    """Restore a physical backup (and its incremental chain) into `to`, configured to recover to target.
+@dataclass(frozen=True)
+class RestoreOptions:
+    """Which backup a physical restore takes and how: recovery target, force, key, archiving, WAL prefetch.
 
-    With prefetch, the WAL recovery asks for first is fetched (verified) into pg_wal now, see wal/prefetch.py.
+    force replaces a non-empty directory (stopping a server running in it); archive leaves archive_mode as in the
+    backup; with prefetch, the WAL recovery asks for first is fetched (verified) into pg_wal now (wal/prefetch).
     """
+
+    backup_id: str = "latest"
+    target: RecoveryTarget | None = None
+    force: bool = False
+    key_file: str | None = None
+    archive: bool = False
+    prefetch: bool = True
+
+
+def restore(
+    repo: Repository, *, to: Path, pg: PgBin, options: RestoreOptions = RestoreOptions(), log: Log = logger.info
+) -> RestoreResult:
+    """Restore a physical backup (and its incremental chain) into `to`, configured to recover to options.target."""
+    o = options
+    backup_id, target, force, key_file = o.backup_id, o.target, o.force, o.key_file
+    archive, prefetch = o.archive, o.prefetch
     to = Path(to).absolute()
     record = choose_backup(repo.list_backups(), target, backup_id=backup_id)
     if record.kind == "logical":
@@ -244,4 +250,12 @@ def _encrypted_key_file(chain: list[Any]) -> str | None:
     return None
 
 
-__all__ = ["RestoreResult", "StartedServer", "restore", "server_running", "start_restored", "stop_restored"]
+__all__ = [
+    "RestoreOptions",
+    "RestoreResult",
+    "StartedServer",
+    "restore",
+    "server_running",
+    "start_restored",
+    "stop_restored",
+]

@@ -12,7 +12,7 @@ from backup_tools.errors import BackupNotFound, IntegrityCheckFailed, Repository
 from backup_tools.pg.bin import PgBin, find_pg_bin
 from backup_tools.pg.checks import fingerprint
 from backup_tools.repo.base import FileRepository
-from backup_tools.restore.physical import restore, start_restored, stop_restored
+from backup_tools.restore.physical import RestoreOptions, restore, start_restored, stop_restored
 from backup_tools.restore.pitr import RecoveryTarget
 from tests.support.pgversions import needs_incremental
 
@@ -52,7 +52,7 @@ def primary(make_cluster, repo):
 def restored_fingerprint(make_cluster, repo, pg_bin: PgBin, tmp_path: Path, **restore_args):
     """Restore into a new directory, start it, and fingerprint its public schema."""
     data = tmp_path / f"restored-{len(list(tmp_path.glob('restored-*')))}"
-    result = restore(repo, to=data, pg=pg_bin, log=quiet, **restore_args)
+    result = restore(repo, to=data, pg=pg_bin, options=RestoreOptions(**restore_args), log=quiet)
     sock = tmp_path / f"sock-{data.name}"
     sock.mkdir()
     from backup_tools.pg.ports import free_port

@@ -12,7 +12,7 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from backup_tools.backup.logical import backup_logical
+from backup_tools.backup.logical import DumpOptions, backup_logical
 from backup_tools.errors import (
     BackupNotFound,
     BinaryNotFound,
@@ -27,7 +27,7 @@ from backup_tools.pg.bin import PgBin
 from backup_tools.pg.checks import Fingerprint
 from backup_tools.pg.ports import free_port
 from backup_tools.repo.base import FileRepository
-from backup_tools.restore.logical import restore_logical
+from backup_tools.restore.logical import LogicalRestoreOptions, restore_logical
 from fixtures.seed import APP_TABLES
 from tests.support.logical_env import *  # noqa: F403  (fixtures: server, source, target, repo)
 from tests.support.logical_env import Db, new_db, repo_snapshot
@@ -50,7 +50,7 @@ PG15 = Path("/usr/lib/postgresql/15/bin")
 )
 def test_round_trip_restores_exactly_the_fingerprinted_rows(source, target, repo, pg_bin, fmt, jobs, compression):
     truth = source.fingerprint()
-    record = backup_logical(source.dsn, repo, fmt=fmt, jobs=jobs, compression=compression, pg=pg_bin)
+    record = backup_logical(source.dsn, repo, DumpOptions(fmt=fmt, jobs=jobs, compression=compression), pg=pg_bin)
     assert record.status == "DONE" and record.kind == "logical"
     assert Fingerprint.from_dict(record.fingerprints) == truth
     assert set(record.fingerprints) == set(APP_TABLES)
@@ -65,7 +65,7 @@ def test_round_trip_restores_exactly_the_fingerprinted_rows(source, target, repo
     if compression:
         assert all(e.name.endswith({"gzip": ".gz", "zstd": ".zst"}[compression]) for e in record.files)
 
-    result = restore_logical(repo, record.id, target.dsn, jobs=jobs, pg=pg_bin)
+    result = restore_logical(repo, record.id, target.dsn, LogicalRestoreOptions(jobs=jobs), pg=pg_bin)
     assert result.ok and set(result.checked) == set(APP_TABLES)
     assert target.fingerprint() == truth
 
@@ -91,7 +91,7 @@ def test_fingerprints_come_from_the_dump_snapshot_while_a_writer_changes_data(so
     thread.start()
     try:
         time.sleep(0.1)
-        record = backup_logical(source.dsn, repo, fmt="directory", jobs=2, pg=pg_bin, log=during_dump)
+        record = backup_logical(source.dsn, repo, DumpOptions(fmt="directory", jobs=2), pg=pg_bin, log=during_dump)
         time.sleep(0.1)
     finally:
         stop.set()
@@ -106,8 +106,8 @@ def test_fingerprints_come_from_the_dump_snapshot_while_a_writer_changes_data(so
 
 
 def test_schema_only_then_data_only(source, target, repo, pg_bin):
-    schema = backup_logical(source.dsn, repo, schema_only=True, pg=pg_bin)
-    data = backup_logical(source.dsn, repo, data_only=True, pg=pg_bin)
+    schema = backup_logical(source.dsn, repo, DumpOptions(schema_only=True), pg=pg_bin)
+    data = backup_logical(source.dsn, repo, DumpOptions(data_only=True), pg=pg_bin)
     assert schema.fingerprints == {} and set(data.fingerprints) == set(APP_TABLES)
     restore_logical(repo, schema.id, target.dsn, pg=pg_bin)
     assert target.tables() == set(APP_TABLES) and target.scalar("SELECT count(*) FROM users") == 0
@@ -116,7 +116,7 @@ def test_schema_only_then_data_only(source, target, repo, pg_bin):
 
 
 def test_table_specific_backup_and_selected_table_restore(source, server, repo, pg_bin):
-    some = backup_logical(source.dsn, repo, tables=("users", "clients"), pg=pg_bin)
+    some = backup_logical(source.dsn, repo, DumpOptions(tables=("users", "clients")), pg=pg_bin)
     assert set(some.fingerprints) == {"users", "clients"}
     first = new_db(server, seeded=False)
     assert restore_logical(repo, some.id, first.dsn, pg=pg_bin).ok
@@ -124,13 +124,13 @@ def test_table_specific_backup_and_selected_table_restore(source, server, repo, 
 
     full = backup_logical(source.dsn, repo, pg=pg_bin)
     second = new_db(server, seeded=False)
-    result = restore_logical(repo, full.id, second.dsn, tables=("users",), pg=pg_bin)
+    result = restore_logical(repo, full.id, second.dsn, LogicalRestoreOptions(tables=("users",)), pg=pg_bin)
     assert result.ok and result.checked == ("users",) and second.tables() == {"users"}
 
 
 def test_restore_reports_fingerprint_differences(source, target, repo, pg_bin):
-    schema = backup_logical(source.dsn, repo, schema_only=True, pg=pg_bin)
-    data = backup_logical(source.dsn, repo, data_only=True, pg=pg_bin)
+    schema = backup_logical(source.dsn, repo, DumpOptions(schema_only=True), pg=pg_bin)
+    data = backup_logical(source.dsn, repo, DumpOptions(data_only=True), pg=pg_bin)
     restore_logical(repo, schema.id, target.dsn, pg=pg_bin)
     with target.connect() as conn:  # a trigger in the target silently rewrites rows as they are loaded
         conn.execute("CREATE FUNCTION shout() RETURNS trigger LANGUAGE plpgsql AS "
@@ -140,7 +140,7 @@ def test_restore_reports_fingerprint_differences(source, target, repo, pg_bin):
         restore_logical(repo, data.id, target.dsn, pg=pg_bin)
     with target.connect() as conn:
         conn.execute("TRUNCATE users, clients, cases, documents, chat_messages")
-    result = restore_logical(repo, data.id, target.dsn, strict=False, pg=pg_bin)
+    result = restore_logical(repo, data.id, target.dsn, LogicalRestoreOptions(strict=False), pg=pg_bin)
     assert not result.ok and result.differences == ("users: same row count (10) but row contents differ",)
 
 
@@ -239,7 +239,7 @@ def test_pg_dump_older_than_the_server_is_refused(source, repo, pg_bin):
 
 @pytest.mark.parametrize("damage", ["truncated", "bit-flipped"])
 def test_damaged_object_is_named_and_nothing_is_restored(source, target, repo, pg_bin, damage):
-    record = backup_logical(source.dsn, repo, fmt="directory", pg=pg_bin)
+    record = backup_logical(source.dsn, repo, DumpOptions(fmt="directory"), pg=pg_bin)
     victim = max(record.files, key=lambda f: f.size)
     path = repo.root / "backups" / record.id / victim.name
     data = bytearray(path.read_bytes())
@@ -258,14 +258,14 @@ def test_restore_error_in_the_middle_surfaces(source, server, repo, pg_bin):
     target = new_db(server, seeded=False)
     target.execute("CREATE TABLE documents (id int)")
     with pytest.raises(ToolFailed, match=r'pg_restore failed \(exit 1\).*relation "documents" already exists'):
-        restore_logical(repo, custom.id, target.dsn, clean=False, pg=pg_bin)
+        restore_logical(repo, custom.id, target.dsn, LogicalRestoreOptions(clean=False), pg=pg_bin)
     assert target.tables() == {"documents"}  # one transaction: cases, chat_messages, clients were rolled back
 
-    directory = backup_logical(source.dsn, repo, fmt="directory", jobs=2, pg=pg_bin)
+    directory = backup_logical(source.dsn, repo, DumpOptions(fmt="directory", jobs=2), pg=pg_bin)
     parallel = new_db(server, seeded=False)
     parallel.execute("CREATE TABLE documents (id int)")
     with pytest.raises(ToolFailed, match=r'relation "documents" already exists'):
-        restore_logical(repo, directory.id, parallel.dsn, clean=False, jobs=2, pg=pg_bin)
+        restore_logical(repo, directory.id, parallel.dsn, LogicalRestoreOptions(clean=False, jobs=2), pg=pg_bin)
     assert "cases" in parallel.tables()  # no single transaction with -j: the error still stops and surfaces
 
 

@@ -20,7 +20,7 @@ from backup_tools.errors import IntegrityCheckFailed, RepositoryError, UsageErro
 from backup_tools.lifecycle.offsite import STATUS_KEY, copy_backups, wal_to_copy
 from backup_tools.repo.base import FileRepository, ObjectInfo, Repository
 from backup_tools.repo.objects import store_object
-from backup_tools.repo.s3.repository import S3Repository
+from backup_tools.repo.s3.repository import S3Options, S3Repository
 from fixtures.faultproxy import closed_port_url, fault_proxy
 from fixtures.s3 import S3Service
 
@@ -236,8 +236,8 @@ def test_cli_copies_between_regions_and_exit_codes(s3: S3Service, s3_prefix: str
 def test_unreachable_destination_is_a_clear_error(s3: S3Service, s3_prefix: str):
     primary = s3.repository(s3.primary_region, s3_prefix)
     fake_backup(primary, "b1")
-    dead = S3Repository(s3.dr_bucket, s3_prefix, endpoint_url=closed_port_url(), region=s3.dr_region, attempts=1,
-                        credentials=("k", "s"))  # fmt: skip
+    dead = S3Repository(s3.dr_bucket, s3_prefix, S3Options(endpoint_url=closed_port_url(), region=s3.dr_region,
+                                                           attempts=1, credentials=("k", "s")))  # fmt: skip
     with pytest.raises(RepositoryError, match=r"destination unreachable: .*could not connect"):
         copy_backups(primary, dead, backup="b1", log=quiet)
 
@@ -278,11 +278,11 @@ def test_killed_cli_copy_resumes(s3: S3Service, s3_prefix: str, tmp_path: Path):
 def _restore_and_fingerprint(repo: Repository, pg_bin, tmp_path: Path, *, key_file: str | None = None):
     from backup_tools.pg.checks import fingerprint
     from backup_tools.pg.ports import free_port
-    from backup_tools.restore.physical import restore, start_restored, stop_restored
+    from backup_tools.restore.physical import RestoreOptions, restore, start_restored, stop_restored
 
     data, sock = tmp_path / "restored", tmp_path / "restored-sock"
     sock.mkdir()
-    restore(repo, to=data, pg=pg_bin, key_file=key_file, log=quiet)
+    restore(repo, to=data, pg=pg_bin, options=RestoreOptions(key_file=key_file), log=quiet)
     port = free_port()
     try:
         start_restored(data, pg=pg_bin, port=port, socket_dir=sock, log=quiet)

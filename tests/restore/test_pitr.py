@@ -17,7 +17,7 @@ from backup_tools.errors import BackupNotFound, RecoveryError, UsageError
 from backup_tools.pg.ports import free_port
 from backup_tools.repo.base import FileRepository
 from backup_tools.repo.objects import open_envelope, store_object
-from backup_tools.restore.physical import restore, server_running, start_restored, stop_restored
+from backup_tools.restore.physical import RestoreOptions, restore, server_running, start_restored, stop_restored
 from backup_tools.restore.pitr import RecoveryTarget, choose_backup, configure_recovery, recovery_settings
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
@@ -117,7 +117,7 @@ def test_restore_refuses_a_non_empty_directory_and_a_running_server(primary, rep
     with pytest.raises(UsageError, match=rf"a PostgreSQL server \(pid {pid}\) is running in .*pass --force"):
         restore(repo, to=primary.data_dir, pg=pg_bin, log=quiet)
     assert primary.is_running() and primary.safe_sql("SELECT count(*) FROM ledger") == [(0,)]
-    restore(repo, to=busy, pg=pg_bin, force=True, log=quiet)
+    restore(repo, to=busy, pg=pg_bin, options=RestoreOptions(force=True), log=quiet)
     assert not (busy / "precious.txt").exists() and (busy / "recovery.signal").exists()
 
 
@@ -141,7 +141,7 @@ def test_wal_gap_before_target_works_beyond_refuses(primary, repo, pg_bin, tmp_p
 
     target = RecoveryTarget(time=before_gap)
     data = tmp_path / "before"
-    restore(repo, to=data, pg=pg_bin, target=target, log=quiet)
+    restore(repo, to=data, pg=pg_bin, options=RestoreOptions(target=target), log=quiet)
     assert start_and_count(data, pg_bin, tmp_path, target) == 10
 
     with pytest.raises(
@@ -152,7 +152,7 @@ def test_wal_gap_before_target_works_beyond_refuses(primary, repo, pg_bin, tmp_p
 
     target = RecoveryTarget(time=after_gap)
     data = tmp_path / "beyond"
-    restore(repo, to=data, pg=pg_bin, target=target, log=quiet)
+    restore(repo, to=data, pg=pg_bin, options=RestoreOptions(target=target), log=quiet)
     with pytest.raises(RecoveryError, match=r"recovery ended before the target .* was reached.*server stopped"):
         start_and_count(data, pg_bin, tmp_path, target)
     assert server_running(data) is None
@@ -165,7 +165,7 @@ def test_target_after_the_last_archived_commit_is_a_recovery_error(primary, repo
     primary.archive_current_wal()
     target = RecoveryTarget(time=datetime.now(UTC) + timedelta(hours=1))
     data = tmp_path / "future"
-    restore(repo, to=data, pg=pg_bin, target=target, log=quiet)
+    restore(repo, to=data, pg=pg_bin, options=RestoreOptions(target=target), log=quiet)
     with pytest.raises(RecoveryError, match="recovery ended before the target up to and including time"):
         start_and_count(data, pg_bin, tmp_path, target)
     assert server_running(data) is None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from backup_tools.backup.logical import backup_logical
+from backup_tools.backup.logical import DumpOptions, backup_logical
 from backup_tools.errors import IntegrityCheckFailed, UsageError
 from backup_tools.pg.checks import Fingerprint
 from backup_tools.restore.table import restore_table, split_identifiers
@@ -20,7 +20,9 @@ def test_split_identifiers_unquotes_like_pg_dump_quotes():
 
 @pytest.mark.parametrize("fmt", ["custom", "directory", "plain"])
 def test_replace_rows_after_a_safety_copy(source, repo, pg_bin, fmt):
-    record = backup_logical(source.dsn, repo, fmt=fmt, compression="zstd" if fmt == "plain" else None, pg=pg_bin)
+    record = backup_logical(
+        source.dsn, repo, DumpOptions(fmt=fmt, compression="zstd" if fmt == "plain" else None), pg=pg_bin
+    )
     # the accident: rows deleted and damaged after the backup
     source.execute("DELETE FROM documents WHERE id > 200")
     source.execute("UPDATE documents SET filename = 'oops' WHERE id <= 10")
@@ -97,7 +99,7 @@ def test_dropped_table_is_recreated_with_its_primary_key(source, repo, pg_bin):
 
 
 def test_table_not_in_the_backup_is_refused(source, repo, pg_bin):
-    record = backup_logical(source.dsn, repo, tables=("users",), pg=pg_bin)
+    record = backup_logical(source.dsn, repo, DumpOptions(tables=("users",)), pg=pg_bin)
     before = source.fingerprint()
     with pytest.raises(UsageError, match=f"backup {record.id} holds no rows of table 'documents'"):
         restore_table(repo, record.id, source.dsn, "documents", pg=pg_bin)

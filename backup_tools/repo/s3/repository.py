@@ -12,6 +12,7 @@ import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, BinaryIO, NamedTuple
 from urllib.parse import urlparse
@@ -43,44 +44,47 @@ class ListedObject(NamedTuple):
     etag: str
 
 
+@dataclass(frozen=True)
+class S3Options:
+    """How an S3Repository reaches its endpoint and writes: connection, retries, deadlines, parts, placement."""
+
+    endpoint_url: str | None = None  # None: AWS_ENDPOINT_URL(_S3), else AWS
+    region: str | None = None
+    credentials: tuple[str, str] | None = field(default=None, repr=False)  # (key id, secret); None: boto's chain
+    storage_class: str = "STANDARD"
+    lock_mode: str = "COMPLIANCE"
+    attempts: int = 3
+    connect_timeout: float = 2.0
+    read_timeout: float | None = None  # None: the deadline shared by the attempts
+    timeout: float | None = None  # one request with all its attempts; None: PGDRILL_S3_TIMEOUT or the default
+    part_size: int = 32 * MiB  # objects up to 10,000 parts: 320 GB by default
+    max_concurrency: int = 4
+    lock_stale_after: float = 6 * 3600
+    restore_days: int = 7
+    restore_tier: str = "Standard"
+
+
 class S3Repository(Repository):
     """A repository under s3://bucket/prefix on AWS or any S3-compatible endpoint (AWS_ENDPOINT_URL)."""
 
-    def __init__(
-        self,
-        bucket: str,
-        prefix: str = "",
-        *,
-        endpoint_url: str | None = None,
-        region: str | None = None,
-        credentials: tuple[str, str] | None = None,
-        storage_class: str = "STANDARD",
-        lock_mode: str = "COMPLIANCE",
-        attempts: int = 3,
-        connect_timeout: float = 2.0,
-        read_timeout: float | None = None,
-        timeout: float | None = None,
-        part_size: int = 32 * MiB,  # objects up to 10,000 parts: 320 GB by default
-        max_concurrency: int = 4,
-        lock_stale_after: float = 6 * 3600,
-        restore_days: int = 7,
-        restore_tier: str = "Standard",
-    ):
+    def __init__(self, bucket: str, prefix: str = "", options: S3Options | None = None):
+        o = options or S3Options()
+        endpoint_url, connect_timeout, attempts = o.endpoint_url, o.connect_timeout, o.attempts
         if not bucket:
             raise UsageError("an S3 repository needs a bucket: s3://bucket/prefix")
         self.bucket, self.prefix = bucket, prefix.strip("/")
         self.url = f"s3://{bucket}/{self.prefix}".rstrip("/")
-        self.storage_class, self.lock_mode, self.attempts = storage_class, lock_mode, attempts
-        self.timeout = timeout_seconds(timeout)  # one request with all its attempts (s3deadline.py)
-        self.read_timeout = read_timeout or self.timeout / attempts
-        self.lock_stale_after = lock_stale_after
-        self.restore_days, self.restore_tier = restore_days, restore_tier
+        self.storage_class, self.lock_mode, self.attempts = o.storage_class, o.lock_mode, attempts
+        self.timeout = timeout_seconds(o.timeout)  # one request with all its attempts (s3deadline.py)
+        self.read_timeout = o.read_timeout or self.timeout / attempts
+        self.lock_stale_after = o.lock_stale_after
+        self.restore_days, self.restore_tier = o.restore_days, o.restore_tier
         self.transfer = TransferConfig(  # memory: about (max_concurrency + 1) * part_size; no disk staging
-            multipart_threshold=part_size,
-            multipart_chunksize=part_size,
-            max_concurrency=max_concurrency,
+            multipart_threshold=o.part_size,
+            multipart_chunksize=o.part_size,
+            max_concurrency=o.max_concurrency,
         )
-        self.transfer.max_in_memory_upload_chunks = max_concurrency  # s3transfer knob boto3 does not expose
+        self.transfer.max_in_memory_upload_chunks = o.max_concurrency  # s3transfer knob boto3 does not expose
         custom = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
         addressing = {"addressing_style": "path" if custom else "auto"}
         config = Config(
@@ -93,8 +97,8 @@ class S3Repository(Repository):
             retries={"total_max_attempts": 1}, connect_timeout=min(connect_timeout, CLEANUP_SECONDS),
             read_timeout=CLEANUP_SECONDS, s3=addressing,
         )  # fmt: skip
-        key_id, secret = credentials or (None, None)
-        session = boto3.Session(aws_access_key_id=key_id, aws_secret_access_key=secret, region_name=region)
+        key_id, secret = o.credentials or (None, None)
+        session = boto3.Session(aws_access_key_id=key_id, aws_secret_access_key=secret, region_name=o.region)
         # endpoint_url=None lets botocore resolve AWS_ENDPOINT_URL(_S3) itself (botocore >= 1.31)
         self._clients: dict[bool, tuple[Any, Any]] = {}
         for cleanup, cfg, deadline in ((False, config, self.timeout), (True, short, CLEANUP_SECONDS)):
@@ -137,12 +141,12 @@ class S3Repository(Repository):
             self._cleanup = before
 
     @classmethod
-    def from_url(cls, url: str, **options: Any) -> S3Repository:
-        """Open s3://bucket/prefix; the endpoint comes from AWS_ENDPOINT_URL unless endpoint_url= is given."""
+    def from_url(cls, url: str, options: S3Options | None = None) -> S3Repository:
+        """Open s3://bucket/prefix; the endpoint comes from AWS_ENDPOINT_URL unless options.endpoint_url is set."""
         parsed = urlparse(url)
         if parsed.scheme != "s3" or not parsed.netloc:
             raise UsageError(f"S3 repository URL must be s3://bucket/prefix, got {url!r}")
-        return cls(parsed.netloc, parsed.path, **options)
+        return cls(parsed.netloc, parsed.path, options)
 
     def _full(self, key: str) -> str:
         if not key or key.startswith("/") or ".." in key.split("/"):

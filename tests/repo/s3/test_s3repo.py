@@ -17,7 +17,7 @@ from botocore.exceptions import ClientError
 from backup_tools.catalog import BackupRecord
 from backup_tools.errors import BackupNotFound, IntegrityCheckFailed, RepositoryError, RestorePending
 from backup_tools.repo import open_repository
-from backup_tools.repo.s3.repository import MiB, S3Repository, retain_for
+from backup_tools.repo.s3.repository import MiB, S3Options, S3Repository, retain_for
 from fixtures.faultproxy import FaultProxy, closed_port_url, fault_proxy
 from fixtures.s3 import S3Credentials, S3Service
 
@@ -191,7 +191,7 @@ def test_missing_key_and_missing_bucket(s3: S3Service, repo: S3Repository) -> No
     assert repo.stat("nope") is None
     with pytest.raises(RepositoryError, match="nope is missing from s3://"):
         repo.get_bytes("nope")
-    gone = S3Repository("pgdrill-no-such-bucket", "p", endpoint_url=s3.endpoint, credentials=_pair(s3))
+    gone = S3Repository("pgdrill-no-such-bucket", "p", S3Options(endpoint_url=s3.endpoint, credentials=_pair(s3)))
     for action in (lambda: gone.stat("k"), lambda: gone.put_bytes("k", b"x"), lambda: gone.list("")):
         with pytest.raises(RepositoryError, match="bucket pgdrill-no-such-bucket does not exist.*create it"):
             action()
@@ -218,7 +218,7 @@ def test_unreachable_endpoint_fails_fast(s3: S3Service, how: str) -> None:
         proxy = FaultProxy(s3.endpoint).start()
         url = proxy.url
         proxy.stop()
-    repo = S3Repository(s3.primary_bucket, "p", endpoint_url=url, credentials=_pair(s3))
+    repo = S3Repository(s3.primary_bucket, "p", S3Options(endpoint_url=url, credentials=_pair(s3)))
     started = time.monotonic()
     with pytest.raises(RepositoryError, match=f"could not connect after 3 attempts.*{url}.*AWS_ENDPOINT_URL"):
         repo.put_bytes("k", b"x")
