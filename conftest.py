@@ -12,6 +12,7 @@ pytest_plugins = [
     "fixtures.teamsource",
     "fixtures.docker",
     "reports.plugin",
+    "reports.shards",
 ]
 
 
