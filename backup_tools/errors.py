@@ -1,6 +1,7 @@
 """One error hierarchy for backup_tools, a base per area; each error says what failed and what to do.
 
-Areas and exit codes: usage (2), repository (1), integrity (1), key (3), recovery (1), tool (1).
+Areas and exit codes: usage (2), repository (1), integrity (1), key (3), recovery (1), tool (1). Every error
+raised by backup_tools derives from one of these bases (docs/architecture.md, "Errors and exit codes").
 """
 
 
@@ -31,6 +32,10 @@ class BackupNotFound(UsageError):
     """No backup matches the requested id or recovery target."""
 
 
+class ResidencyError(UsageError):
+    """A repository is outside the allowed regions; nothing was written (fix the repository URL or the allowed list)."""
+
+
 # repository: where backups live
 
 
@@ -46,7 +51,7 @@ class RestorePending(RepositoryError):
     """An archived (GLACIER / DEEP_ARCHIVE) object is being restored; retry the read later."""
 
 
-class WalMissing(BackupToolsError):
+class WalMissing(DocumentMissing):
     """A WAL file is not in the archive (wal-fetch exit code 1; any other error stops recovery)."""
 
 

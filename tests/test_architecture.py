@@ -212,3 +212,21 @@ def strongly_connected(graph: dict[str, set[str]]) -> list[list[str]]:
         if v not in index:
             visit(v)
     return out
+
+
+AREAS = ("UsageError", "RepositoryError", "IntegrityCheckFailed", "EncryptionKeyError", "RecoveryError", "ToolError")
+
+
+def test_errors_live_in_errors_py_under_one_base_per_area():
+    """backup_tools raises only errors.py's classes, and each of those belongs to an area (usage, repository ...)."""
+    import backup_tools.errors as errors
+
+    ours = {n for n, v in vars(errors).items() if isinstance(v, type) and issubclass(v, errors.BackupToolsError)}
+    elsewhere = [f"{name}:{node.lineno} class {node.name}" for name, tree in modules().items()
+                 if name != "backup_tools.errors" for node in ast.walk(tree) if isinstance(node, ast.ClassDef)
+                 and any(isinstance(b, ast.Name) and b.id in ours for b in node.bases)]  # fmt: skip
+    assert elsewhere == [], f"define errors in backup_tools/errors.py: {elsewhere}"
+    bases = tuple(getattr(errors, a) for a in AREAS)
+    orphans = sorted(n for n in ours - {"BackupToolsError"} if not issubclass(getattr(errors, n), bases))
+    assert orphans == [], f"errors without an area base ({', '.join(AREAS)}): {orphans}"
+    assert "IntegrityError" not in ours, "IntegrityError is psycopg's name; ours is IntegrityCheckFailed"

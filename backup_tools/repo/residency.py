@@ -14,16 +14,10 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from backup_tools.errors import BackupToolsError, RepositoryError
+from backup_tools.errors import RepositoryError, ResidencyError
 from backup_tools.repo.base import Repository
 
 RESIDENCY_KEY = "residency.json"
-
-
-class ResidencyError(BackupToolsError):
-    """A repository is outside the allowed regions (exit 2: fix the repository URL or the allowed list)."""
-
-    exit_code = 2
 
 
 def allowed_regions(option: str | None) -> tuple[str, ...]:
