@@ -13,6 +13,7 @@ pytest_plugins = [
     "fixtures.docker",
     "reports.plugin",
     "reports.shards",
+    "fixtures.parallel",
 ]
 
 

@@ -114,3 +114,36 @@ def test_two_shards_merge_into_one_report_junit_history_append_and_signed_bundle
 def test_a_bad_shard_value_is_a_usage_error(project: Path):
     _, done = run_fake_suite(project, run=20, extra=["--shard", "3/2"])
     assert done.returncode == 4 and "expected I/N with 1 <= I <= N" in done.stderr, done.stdout + done.stderr
+
+
+KEEP_CONFTEST = """
+pytest_plugins = ["fixtures.clusters", "fixtures.gate", "fixtures.parallel"]
+
+
+def pytest_addoption(parser):
+    parser.addoption("--pg-bin", default=None)
+    parser.addoption("--keep-failed", action="store_true")
+    for name in ("--dsn", "--source-repo", "--source-dumps", "--source-globals", "--source-pgbackrest"):
+        parser.addoption(name, default=None)
+"""
+KEEP_TESTS = """
+import pytest
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_fails_with_a_cluster(make_cluster, n):
+    make_cluster(f"c{n}")
+    assert False, "fails on purpose"
+"""
+
+
+def test_workers_hand_kept_directories_to_the_controllers_summary(tmp_path: Path):
+    (tmp_path / "conftest.py").write_text(KEEP_CONFTEST)
+    (tmp_path / "test_keep.py").write_text(KEEP_TESTS)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-n", "2", "--keep-failed",
+                           "test_keep.py"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 1, done.stdout + done.stderr
+    kept = [line for line in done.stdout.splitlines() if "kept failed drill's data directories" in line]
+    assert len(kept) == 2, done.stdout
+    assert all(Path(line.rsplit(" in ", 1)[1], "clusters").is_dir() for line in kept)
