@@ -136,6 +136,20 @@ def test_library_code_logs_instead_of_printing_by_default():
     assert found == [], "default to a module logger (logger.info), let the CLI pass its own log"
 
 
+def test_library_log_parameters_default_to_logging():
+    """A library function's `log=` defaults to a logger (logger.info), never None or print: output is the CLI's call."""
+    found = []
+    for me, tree in modules().items():
+        for fn in (n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)):
+            args = fn.args
+            pairs = list(zip(args.kwonlyargs, args.kw_defaults, strict=True)) + list(
+                zip(args.args[len(args.args) - len(args.defaults) :], args.defaults, strict=True)
+            )
+            found += [f"{me}:{fn.lineno} {fn.name}(log={ast.unparse(d)})" for a, d in pairs if a.arg == "log"
+                      and d is not None and not (isinstance(d, ast.Attribute) and d.attr in ("info", "debug"))]  # fmt: skip
+    assert found == [], "default log= to the module's logger (logger.info); the CLI passes its own writer"
+
+
 def test_backup_tools_never_imports_the_harness():
     found = [f"{me}:{line} imports {target}" for me, tree in modules().items() for target, _, line in imports(tree)
              if target.split(".")[0] in HARNESS]  # fmt: skip

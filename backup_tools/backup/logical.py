@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO, Any, Literal
 
 import psycopg
 
@@ -30,6 +30,7 @@ Format = Literal["custom", "directory", "plain"]
 FORMATS = ("custom", "directory", "plain")
 DUMP_NAME = {"custom": "dump.pgdump", "directory": "dump", "plain": "dump.sql"}
 _logger = logging.getLogger("backup_tools")
+Log = Callable[[str], Any]  # where progress lines go: the CLI passes its stderr writer, else logging
 
 
 def quote_pattern(schema: str, table: str) -> str:
@@ -73,10 +74,10 @@ def backup_logical(
     options: DumpOptions = DumpOptions(),
     *,
     pg: PgBin,
-    log: Callable[[str], None] | None = None,
+    log: Log = _logger.info,
 ) -> BackupRecord:
     """Dump one database with pg_dump into repo; the catalog record is DONE only when every object is stored."""
-    say = log or _logger.info
+    say = log
     o = options
     fmt, jobs, schema_only, data_only, tables, schema = o.fmt, o.jobs, o.schema_only, o.data_only, o.tables, o.schema
     compression, key_file, timeout, label = o.compression, o.key_file, o.timeout, o.label

@@ -15,6 +15,7 @@ from backup_tools.repo.base import Repository
 from backup_tools.repo.s3.placement import locked_until
 
 logger = logging.getLogger(__name__)
+Log = Callable[[str], Any]  # where progress lines go: the CLI passes its stderr writer, else logging
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ def prune(
     dry_run: bool,
     tz: str = "UTC",
     wal_segment_size: int | None = None,
-    log: Callable[[str], Any] = logger.info,
+    log: Log = logger.info,
 ) -> PruneResult:
     """Apply a retention plan under the repository lock: mark catalogs, delete data, catalogs last, then WAL."""
     repo.list(f"{BACKUPS}/")  # a mistyped repository fails here, before lock() would create it
@@ -90,7 +91,7 @@ def _plan_repo(
     return plan, locked
 
 
-def _say_locked(locked: dict[str, datetime], log: Callable[[str], Any]) -> None:
+def _say_locked(locked: dict[str, datetime], log: Log) -> None:
     for backup_id, until in sorted(locked.items()):
         log(
             f"### Backup {backup_id} is outside retention but under S3 Object Lock until "
@@ -99,7 +100,7 @@ def _say_locked(locked: dict[str, datetime], log: Callable[[str], Any]) -> None:
         )
 
 
-def _remove_staging(repo: Repository, backup_id: str, log: Callable[[str], Any]) -> None:
+def _remove_staging(repo: Repository, backup_id: str, log: Log) -> None:
     """Remove staging/<id>-* a killed backup left in a file:// repository (the next backup would too)."""
     staging = repo.local_path("staging")
     if staging is None:

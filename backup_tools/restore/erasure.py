@@ -23,6 +23,7 @@ from typing import Any
 from backup_tools.errors import BackupToolsError, UsageError
 
 logger = logging.getLogger(__name__)
+Log = Callable[[str], Any]  # where progress lines go: the CLI passes its stderr writer, else logging
 
 PREFIX = "erasure"
 
@@ -117,6 +118,7 @@ def record(ledger_url: str, config: ErasureConfig, subject: str, *, now: datetim
 def read_ledger(ledger_url: str) -> list[dict[str, Any]]:
     """Every request in the ledger, oldest first; an unreachable ledger raises (a restore must not pass without it)."""
     from backup_tools.repo import open_repository
+
     ledger = open_repository(ledger_url)
     if (local := ledger.local_path("")) is not None and not local.is_dir():
         raise BackupToolsError(f"erasure ledger {ledger_url} does not exist; a restore is not ready without its replay")
@@ -137,7 +139,7 @@ class ReplayResult:
 
 
 def replay(
-    ledger_url: str, config: ErasureConfig, dsn: str, *, bucket: str | None = None, log: Callable[[str], Any] = logger.info
+    ledger_url: str, config: ErasureConfig, dsn: str, *, bucket: str | None = None, log: Log = logger.info
 ) -> ReplayResult:
     """Delete, in one transaction, every row of the targets whose identifier hashes to an erased subject (and, for
     targets with bucket_key_column, their documents from `bucket` first, so a failure leaves the rows to retry)."""
@@ -199,9 +201,7 @@ def _subject_keys(conn: Any, config: ErasureConfig, erased: set[str]) -> list[st
     ]
 
 
-def _delete_documents(
-    conn: Any, t: Target, where: Any, params: list[Any], bucket: str, *, log: Callable[[str], Any]
-) -> int:
+def _delete_documents(conn: Any, t: Target, where: Any, params: list[Any], bucket: str, *, log: Log) -> int:
     """Delete the documents the doomed rows of a target point to; returns how many keys were deleted."""
     from psycopg import sql
 

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from psycopg.conninfo import make_conninfo
 
@@ -26,6 +27,7 @@ from backup_tools.repo.compress import SUFFIXES
 from backup_tools.repo.objects import copy_to_file, open_object, open_sealing
 
 _logger = logging.getLogger("backup_tools")
+Log = Callable[[str], Any]  # where progress lines go: the CLI passes its stderr writer, else logging
 _LISTED_KINDS = ("TABLE DATA", "TABLE", "CONSTRAINT")
 
 
@@ -65,9 +67,7 @@ def find_logical_backup(repo: Repository, backup_id: str) -> BackupRecord:
 
 
 @contextmanager
-def fetched(
-    repo: Repository, record: BackupRecord, *, key_file: str | None = None, log: Callable[[str], None]
-) -> Iterator[Path]:
+def fetched(repo: Repository, record: BackupRecord, *, key_file: str | None = None, log: Log) -> Iterator[Path]:
     """Fetch every object of a backup into a temporary directory as verified plaintext; yield the dump's path.
 
     Sizes and sha256 (stored and plaintext) are checked for every object before anything is restored.
@@ -122,13 +122,13 @@ def restore_logical(
     options: LogicalRestoreOptions = LogicalRestoreOptions(),
     *,
     pg: PgBin,
-    log: Callable[[str], None] | None = None,
+    log: Log = _logger.info,
 ) -> LogicalRestoreResult:
     """Restore a logical backup into the database of dsn, stopping at the first error, and check fingerprints.
 
     Every object is fetched and checksum-verified before the database is touched (options: LogicalRestoreOptions).
     """
-    say = log or _logger.info
+    say = log
     o = options
     tables, clean, jobs, no_owner, create_roles = o.tables, o.clean, o.jobs, o.no_owner, o.create_roles
     single_transaction, strict, key_file, timeout = o.single_transaction, o.strict, o.key_file, o.timeout

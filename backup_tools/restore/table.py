@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import psycopg
 from psycopg import sql
@@ -35,6 +35,7 @@ from backup_tools.restore.logical import fetched, find_logical_backup, restore_a
 
 COPY_BATCH = 1 << 20
 _logger = logging.getLogger("backup_tools")
+Log = Callable[[str], Any]  # where progress lines go: the CLI passes its stderr writer, else logging
 _COPY_HEADER = re.compile(rb"^COPY (.+?)(?: \((.*)\))? FROM stdin;\n?$")
 _ENCODING = re.compile(rb"^SET client_encoding = '([A-Za-z0-9_]+)';")
 
@@ -132,10 +133,10 @@ def restore_table(
     key_file: str | None = None,
     pg: PgBin,
     timeout: float | None = None,
-    log: Callable[[str], None] | None = None,
+    log: Log = _logger.info,
 ) -> TableRestoreResult:
     """Replace one table's rows with the backup's (after a safety copy), or load them into a new side table."""
-    say = log or _logger.info
+    say = log
     started = time.monotonic()
     record = find_logical_backup(repo, backup_id)
     schema, fmt = record.options.get("schema", "public"), record.options["format"]
