@@ -29,7 +29,7 @@ def build_wal_parser() -> argparse.ArgumentParser:
 
 
 _GROUPS = {  # verb -> (module, function adding its group); main() builds only the group it runs
-    **dict.fromkeys(("wal-push", "wal-fetch"), ("cli.wal", "add_wal_parsers")),
+    **dict.fromkeys(("wal-push", "wal-fetch", "wal-stream"), ("cli.wal", "add_wal_parsers")),
     "backup": ("cli.backup", "add_backup_parser"),
     "list": ("cli.repo", "add_list_parser"),
     **dict.fromkeys(("restore", "restore-table"), ("cli.restore", "add_restore_parsers")),

@@ -1,4 +1,4 @@
-"""The wal-push / wal-fetch verbs: PostgreSQL runs them once per WAL file, so this module imports little."""
+"""The wal-push / wal-fetch verbs (PostgreSQL runs them once per WAL file, so this module imports little), wal-stream."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from backup_tools.cli.common import add_key, add_repo, add_verb, one_line
+from backup_tools.cli.common import add_key, add_pgbin, add_repo, add_verb, log, one_line, pg_for
 from backup_tools.errors import BackupToolsError, WalMissing
 from backup_tools.repo import open_repository
 from backup_tools.wal.archive import WAL_FETCH_ABORT_EXIT, wal_fetch, wal_push
@@ -31,8 +31,44 @@ def cmd_wal_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_wal_stream(args: argparse.Namespace) -> int:
+    """Stream WAL with pg_receivewal into --dir; push completed files on SIGUSR1, and everything when stopped.
+
+    stdout: `streaming` once the server sees the receiver, `pushed NAME` per archived file, `flushed` after each
+    SIGUSR1's push. SIGTERM or SIGINT stops pg_receivewal and archives what it holds, the open segment as .partial.
+    """
+    import signal
+    import time
+
+    from backup_tools.wal.streamer import WalStreamer
+
+    repo = open_repository(args.repo)
+    streamer = WalStreamer(dsn=args.dsn, directory=Path(args.dir), pg=pg_for(args), slot=args.slot,
+                           synchronous=args.synchronous, log=log)  # fmt: skip
+    asked: list[str] = []
+    for sig, what in ((signal.SIGUSR1, "flush"), (signal.SIGTERM, "stop"), (signal.SIGINT, "stop")):
+        signal.signal(sig, lambda *_, what=what: asked.append(what))
+    streamer.start()
+    print("streaming", flush=True)
+    try:
+        while "stop" not in asked:
+            if "flush" in asked:
+                asked.remove("flush")
+                for name in streamer.push_completed(repo):
+                    print(f"pushed {name}", flush=True)
+                print("flushed", flush=True)
+            streamer.check_alive()
+            time.sleep(0.05)
+    finally:
+        before = len(streamer.pushed)
+        streamer.stop(repo=repo, push_partial=True)
+        for name in streamer.pushed[before:]:
+            print(f"pushed {name}", flush=True)
+    return 0
+
+
 def add_wal_parsers(verbs: Any) -> None:
-    """Add wal-push and wal-fetch."""
+    """Add wal-push, wal-fetch and wal-stream."""
     push = add_verb(verbs, "wal-push", cmd_wal_push, "archive one WAL file; use as archive_command")
     push.add_argument("wal_path", metavar="WAL_PATH", help="the %%p path PostgreSQL passes")
     add_repo(push)
@@ -43,3 +79,12 @@ def add_wal_parsers(verbs: Any) -> None:
     fetch.add_argument("dest", metavar="DEST", help="the %%p path to write")
     add_repo(fetch)
     add_key(fetch)
+    stream = add_verb(verbs, "wal-stream", cmd_wal_stream,
+                      "stream WAL with pg_receivewal into a directory and archive it (a standing WAL receiver)")  # fmt: skip
+    stream.add_argument("--dsn", required=True, help="the primary (replication connection; no password: PGPASSFILE)")
+    stream.add_argument("--dir", required=True, metavar="DIR", help="where pg_receivewal writes the streamed WAL")
+    add_repo(stream)
+    stream.add_argument("--slot", default="pgdrill_receivewal", help="replication slot (created if missing)")
+    stream.add_argument("--synchronous", action="store_true",
+                        help="flush every write and report it at once (for synchronous_standby_names)")  # fmt: skip
+    add_pgbin(stream)

@@ -73,7 +73,7 @@ class WalStreamer:
         deadline = time.monotonic() + timeout
         with connect(self.dsn, purpose="watch pg_receivewal") as conn:
             while time.monotonic() < deadline:
-                self._check_alive()
+                self.check_alive()
                 row = conn.execute(
                     "SELECT state FROM pg_stat_replication WHERE application_name = %s", [self.app_name]
                 ).fetchone()
@@ -87,7 +87,8 @@ class WalStreamer:
             "check the slot, the DSN and pg_hba.conf"
         )
 
-    def _check_alive(self) -> None:
+    def check_alive(self) -> None:
+        """Raise ToolFailed (with pg_receivewal's last words) if it exited."""
         if self._proc is not None and self._proc.poll() is not None:
             code, self._proc = self._proc.returncode, None
             raise ToolFailed(
@@ -96,7 +97,7 @@ class WalStreamer:
 
     def push_completed(self, repo: Repository, *, delete: bool = True) -> list[str]:
         """Push every completed segment (and history file) to repo; return their names."""
-        self._check_alive()
+        self.check_alive()
         done = []
         for path in sorted(self.directory.iterdir()):
             wal = classify(path.name)

@@ -233,3 +233,42 @@ def test_fetch_refuses_wal_of_another_system_than_the_repository(repo, tmp_path)
     repo.put_bytes(IDENTITY_KEY, b'{"system_identifier": "b\'42\'", "pg_major": 18}', overwrite=True)  # SQL_ASCII bug
     assert repo_system_identifier(repo) == "42"
     assert wal_fetch(SEG, tmp_path / "x", repo=repo) == SEGMENT_SIZE
+
+
+@pytest.mark.integration
+def test_wal_stream_verb_pushes_on_request_and_everything_when_stopped(make_cluster, pg_bin, repo, tmp_path):
+    import signal
+
+    from backup_tools.wal.streamer import require_sync
+
+    primary = make_cluster("primary")
+    primary.init(allows_streaming=True)
+    primary.start()
+    argv = [sys.executable, "-m", "backup_tools", "wal-stream", "--dsn", primary.dsn, "--dir", str(tmp_path / "wal"),
+            "--repo", repo.url, "--synchronous", "--slot", "cli_stream", "--pg-bin", str(pg_bin.bindir)]  # fmt: skip
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "streaming\n"
+        require_sync(primary.dsn, app_name="pgdrill_receivewal")
+        primary.safe_sql("CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g")  # waits for the receiver's flush
+        (name,) = primary.safe_sql("SELECT pg_walfile_name(pg_current_wal_lsn())")[0]
+        primary.safe_sql("SELECT pg_switch_wal()")
+        primary.safe_sql("CREATE TABLE u (a int)")  # the next segment holds a commit: the switched one is complete
+        require_sync(primary.dsn, on=False)
+        pushed: list[str] = []
+        for _ in range(50):  # pg_receivewal renames a segment once it has all of it
+            proc.send_signal(signal.SIGUSR1)
+            for line in iter(proc.stdout.readline, "flushed\n"):
+                assert line.startswith("pushed "), f"wal-stream said {line!r} instead of flushing"
+                pushed.append(line.split()[1])
+            if name in pushed:
+                break
+        assert name in pushed and repo.exists(f"wal/{name}")
+        proc.send_signal(signal.SIGTERM)
+        rest, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    partial = [line.split()[1] for line in rest.splitlines() if line.endswith(".partial")]
+    assert partial and repo.exists(f"wal/{partial[0]}") and "### Stopped pg_receivewal" in err
