@@ -138,7 +138,7 @@ def backup_logical(
                 say(f"snapshot {snapshot} exported; {len(prints)} table(s) fingerprinted in it; running pg_dump")
                 argv = _dump_argv(pg_dump, fmt, snapshot=snapshot, schema_only=schema_only, data_only=data_only,
                                   tables=[quote_pattern(schema, t) for t in tables], jobs=jobs,
-                                  compression=None if compression is None else "none")  # fmt: skip
+                                  uncompressed=compression is not None)  # fmt: skip
                 with libpq_env(dsn) as env:
                     _store_dump(repo, record.id, fmt, argv, env=env, codec=codec, sealing=sealing, timeout=timeout,
                                 stored=stored)  # fmt: skip
@@ -165,7 +165,7 @@ def _dump_argv(
     data_only: bool,
     tables: list[str],
     jobs: int,
-    compression: str | None,
+    uncompressed: bool,
 ) -> list[str]:
     argv = [str(pg_dump), "--no-password", f"--snapshot={snapshot}", f"--format={fmt}"]
     if schema_only:
@@ -180,8 +180,8 @@ def _dump_argv(
             argv += ["--table", pattern]
     if jobs > 1:
         argv += ["--jobs", str(jobs)]
-    if compression is not None:
-        argv.append(f"--compress={compression}")
+    if uncompressed:  # level 0 is "no compression" in every pg_dump; "none" only from 16 (15 refuses it, 14 took it as 0)
+        argv.append("--compress=0")
     return argv
 
 

@@ -23,7 +23,7 @@ from backup_tools.errors import (
     UsageError,
     VersionMismatch,
 )
-from backup_tools.pg.bin import PgBin
+from backup_tools.pg.bin import PgBin, find_pg_bin
 from backup_tools.pg.checks import Fingerprint
 from backup_tools.pg.ports import free_port
 from backup_tools.repo.base import FileRepository
@@ -226,6 +226,25 @@ def test_missing_binary_is_named_and_changes_nothing(source, target, repo, pg_bi
     with pytest.raises(BinaryNotFound, match="pg_restore not found"):
         restore_logical(repo, record.id, target.dsn, pg=empty)
     assert target.tables() == set()
+
+
+@pytest.mark.skipif(not (PG15 / "postgres").exists(), reason=f"PostgreSQL 15 server programs not installed in {PG15}")
+@pytest.mark.parametrize("fmt", ["custom", "plain"])
+def test_compressed_logical_backup_round_trips_on_postgresql_15(make_cluster, tmp_path, fmt):
+    """pg_dump before 16 refuses `--compress=none`: the stored-object codec must ask it for level 0 instead."""
+    pg15 = find_pg_bin(PG15)
+    cluster = make_cluster("dump15", pg=pg15)
+    cluster.init()
+    cluster.start()
+    cluster.safe_sql("CREATE TABLE kept AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 500) g")
+    cluster.safe_sql("CREATE DATABASE restored")
+    repo15 = FileRepository(tmp_path / "repo15")
+    record = backup_logical(cluster.dsn, repo15, DumpOptions(fmt=fmt, compression="zstd"), pg=pg15)
+    assert record.status == "DONE" and record.pg_version.startswith("15")
+    assert all(e.name.endswith(".zst") for e in record.files)
+    result = restore_logical(repo15, record.id, cluster.dsn_for("restored"), pg=pg15)
+    assert result.ok
+    assert cluster.safe_sql("SELECT count(*), sum(length(v)) FROM kept", dbname="restored") == [(500, 16000)]
 
 
 @pytest.mark.skipif(not (PG15 / "pg_dump").exists(), reason=f"PostgreSQL 15 client programs not installed in {PG15}")
