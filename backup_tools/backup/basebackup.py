@@ -13,16 +13,16 @@ import json
 import logging
 import os
 import tarfile
-import tempfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from backup_tools.backup.manifest import TarScan, check_tars, check_wal_tar, manifest_algorithm, scan_file
 from backup_tools.backup.tar import untar
 from backup_tools.catalog import BACKUPS, BackupRecord
-from backup_tools.errors import IntegrityCheckFailed, ToolFailed, UsageError, VersionMismatch
+from backup_tools.errors import ConnectionFailed, IntegrityCheckFailed, ToolFailed, UsageError, VersionMismatch
 from backup_tools.pg.bin import PgBin
 from backup_tools.pg.run import check_tool_version, run
 from backup_tools.repo.base import Repository
@@ -33,6 +33,8 @@ logger = logging.getLogger(__name__)
 Format = Literal["tar", "plain"]
 MANIFEST = "backup_manifest"
 INCREMENTAL_MIN_MAJOR = 17
+MANIFEST_CHECKSUMS = "CRC32C"  # PostgreSQL's default: cheap for the server (hardware CRC) and for backup/manifest.py
+TAR_VERIFY_MIN_MAJOR = 18  # pg_verifybackup reads tar-format backups from PostgreSQL 18 on
 Log = Callable[[str], Any]
 
 
@@ -63,37 +65,57 @@ class ManifestInfo:
     system_identifier: str | None
 
 
-def server_state(dsn: str) -> ServerState:
-    """Read version, system identifier, timeline, WAL segment size and summarize_wal from the server."""
-    import psycopg  # imported here: restores (extract_backup) need no database driver, and it loads slowly
+# With replication=database, libpq takes host, port, user and dbname from libpq_env's variables; the walsender
+# answers IDENTIFY_SYSTEM (as pg_basebackup asks it, no pg_control_system() privilege needed) and plain SQL.
+STATE_SQL = (
+    "SELECT current_setting('server_version_num'), split_part(current_setting('server_version'), ' ', 1), "
+    "(SELECT setting FROM pg_settings WHERE name = 'wal_segment_size'), "
+    "coalesce(current_setting('summarize_wal', true), 'off')"
+)
+FACTS_SQL = "SELECT pg_snapshot_xmax(pg_current_snapshot())::text, (SELECT rolname FROM pg_roles WHERE oid = 10)"
 
-    from backup_tools.pg.conn import connect
 
-    with connect(dsn, purpose="connect for a physical backup") as conn:
+def psql_rows(dsn: str, pg: PgBin, *queries: str, conninfo: str = "", purpose: str) -> list[list[str]]:
+    """Run queries with psql (no driver to load: 0.2 s less start-up); one row of fields per query."""
+    from backup_tools.pg.conninfo import ConnInfo, libpq_env
+
+    args: list[str | os.PathLike[str]] = [pg.tool("psql"), "-X", "-A", "-t", "-q", "-F", "\x1f", "-v", "ON_ERROR_STOP=1",
+                                          "--no-password"]  # fmt: skip
+    if conninfo:
+        args += ["-d", conninfo]  # holds no secret: the password stays in the PGPASSFILE
+    for query in queries:
+        args += ["-c", query]
+    with libpq_env(dsn) as env:
         try:
-            num = int(conn.execute("SHOW server_version_num").fetchone()[0])
-            version = str(conn.execute("SHOW server_version").fetchone()[0]).split()[0]
-            sysid, tli = conn.execute(
-                "SELECT s.system_identifier::text, c.timeline_id FROM pg_control_system() s, pg_control_checkpoint() c"
-            ).fetchone()
-            seg = int(conn.execute("SELECT setting FROM pg_settings WHERE name = 'wal_segment_size'").fetchone()[0])
-            summarize = num >= 170000 and conn.execute("SHOW summarize_wal").fetchone()[0] == "on"
-        except psycopg.Error as e:
-            raise UsageError(
-                f"could not read the server's control data ({e.diag.message_primary or e}); "
-                "connect as a superuser or a role with pg_read_all_settings and EXECUTE on pg_control_system()"
+            out = run(args, env=env, timeout=60).stdout
+        except ToolFailed as e:
+            reason = str(e).split(": ", 1)[-1]
+            if any(word in reason for word in ("replication", "walsender", "superuser", "permission denied")):
+                raise UsageError(
+                    f"could not {purpose} ({reason}); a physical backup connects as a role with the REPLICATION "
+                    "attribute (or a superuser), as pg_basebackup does"
+                ) from e
+            raise ConnectionFailed(
+                f"could not {purpose} to {ConnInfo.parse(dsn).redacted()!r}: {reason}; check the host, port, user, "
+                "database and password (PGPASSFILE), and that the server is running"
             ) from e
-    return ServerState(num, version, str(sysid), int(tli), seg, bool(summarize))
+    return [line.split("\x1f") for line in out.splitlines() if line]
 
 
-def after_backup_facts(dsn: str) -> dict[str, str]:
+def server_state(dsn: str, pg: PgBin) -> ServerState:
+    """Version, system identifier, timeline, WAL segment size and summarize_wal, over a replication connection."""
+    rows = psql_rows(dsn, pg, "IDENTIFY_SYSTEM", STATE_SQL, conninfo="replication=database",
+                     purpose="connect for a physical backup")  # fmt: skip
+    try:
+        (sysid, tli, *_), (num, version, seg, summarize) = rows
+        return ServerState(int(num), version, sysid, int(tli), int(seg), summarize == "on")
+    except ValueError as e:
+        raise UsageError(f"the server answered IDENTIFY_SYSTEM and its settings unexpectedly: {rows!r}") from e
+
+
+def after_backup_facts(dsn: str, pg: PgBin) -> dict[str, str]:
     """The next xid (so xid targets can pick a backup) and the bootstrap superuser (for restore tests)."""
-    from backup_tools.pg.conn import connect
-
-    with connect(dsn, purpose="read the next xid") as conn:
-        xid, superuser = conn.execute(
-            "SELECT pg_snapshot_xmax(pg_current_snapshot())::text, (SELECT rolname FROM pg_roles WHERE oid = 10)"
-        ).fetchone()
+    ((xid, superuser),) = psql_rows(dsn, pg, FACTS_SQL, purpose="read the next xid")
     return {"next_xid": xid, "superuser": superuser}
 
 
@@ -125,15 +147,16 @@ def run_basebackup(
 ) -> None:
     """Run pg_basebackup into dest (tar or plain, WAL streamed, with a manifest); stdin closed, no password on argv."""
     tool = pg.tool("pg_basebackup")
-    check_tool_version(tool, server_version_num)
+    check_tool_version(tool, server_version_num, known=pg)
     args: list[str | os.PathLike[str]] = [
         tool, "-D", dest, "-F", fmt[0], "-X", "stream", "--checkpoint=fast", "--label", label, "--no-password",
+        f"--manifest-checksums={MANIFEST_CHECKSUMS}",  # named, so the streaming check knows it before the manifest
     ]  # fmt: skip
     if incremental_manifest is not None:
         args += ["--incremental", incremental_manifest]
     if not sync:
         args.append("--no-sync")
-    from backup_tools.pg.conn import libpq_env
+    from backup_tools.pg.conninfo import libpq_env
 
     with libpq_env(dsn) as env:
         try:
@@ -147,12 +170,29 @@ def run_basebackup(
             raise
 
 
-def verify_dir(path: Path, *, pg: PgBin, fmt: Format) -> None:
-    """Run pg_verifybackup on a backup directory (tar backups: WAL is checked via the archive, not parsed here)."""
-    if fmt == "tar" and pg.major < 18:  # pg_verifybackup reads tar files only from PostgreSQL 18 on
-        with tempfile.TemporaryDirectory(dir=path.parent, prefix=".verify-") as unpacked:
-            _unpack_tars(path, Path(unpacked))
-            return verify_dir(Path(unpacked), pg=pg, fmt="plain")
+def verify_dir(
+    path: Path, *, pg: PgBin, fmt: Format, scans: dict[str, TarScan] | None = None, segment_size: int | None = None
+) -> None:
+    """Verify a staged or fetched backup directory against its backup_manifest.
+
+    Tar format: the tars' members are compared with the manifest (sizes and checksums: backup/manifest.py), from
+    scans made while the tars streamed or, without them, by reading the tars once; pg_wal.tar must hold every
+    segment of the backup's WAL range (segment_size known). pg_verifybackup runs too where it reads the format
+    natively: plain directories always, tar files from PostgreSQL 18 on (WAL: checked via the archive).
+    """
+    if fmt == "tar":
+        manifest = path / MANIFEST
+        if scans is not None or pg.major < TAR_VERIFY_MIN_MAJOR:
+            algorithm = manifest_algorithm(manifest)
+            found = dict(scans or {})
+            for tar in sorted(path.glob("*.tar")):
+                if tar.name != "pg_wal.tar" and tar.name not in found:
+                    found[tar.name] = scan_file(tar, algorithm=algorithm)
+            check_tars(manifest, found)
+            if segment_size and (path / "pg_wal.tar").exists():
+                check_wal_tar(path / "pg_wal.tar", manifest, segment_size=segment_size)
+        if pg.major < TAR_VERIFY_MIN_MAJOR:
+            return
     args: list[str | os.PathLike[str]] = [pg.tool("pg_verifybackup"), "--quiet", "--exit-on-error"]
     if fmt == "tar":
         args += ["--format=t", "--no-parse-wal"]
@@ -160,16 +200,6 @@ def verify_dir(path: Path, *, pg: PgBin, fmt: Format) -> None:
         run([*args, path], timeout=None)
     except ToolFailed as e:
         raise IntegrityCheckFailed(f"pg_verifybackup rejected the backup in {path}: {e}") from e
-
-
-def _unpack_tars(path: Path, dest: Path) -> None:
-    """Lay out a tar-format backup as a data directory: base.tar at the top, pg_wal.tar in pg_wal/, the manifest."""
-    for tar_name, into in (("base.tar", dest), ("pg_wal.tar", dest / "pg_wal")):
-        if (path / tar_name).exists():
-            into.mkdir(exist_ok=True)
-            with tarfile.open(path / tar_name) as tar:
-                tar.extractall(into, filter="tar")
-    (dest / MANIFEST).write_bytes((path / MANIFEST).read_bytes())
 
 
 def read_manifest(path: Path) -> ManifestInfo:

@@ -1,7 +1,8 @@
 """`backup-tools backup`: take a full or incremental physical backup into a repository, catalogued.
 
 Order of writes: repository lock; identity check (system identifier and major version); catalog STARTED;
-pg_basebackup into staging; pg_verifybackup; objects stored (checksummed); catalog DONE written last
+pg_basebackup into staging (base.tar stored and checksummed per file as it is written); the backup_manifest
+check (backup/manifest.py; pg_verifybackup too where it reads the format); objects stored (checksummed); catalog DONE written last
 (atomically, by Repository.write_catalog). Any failure writes FAILED and re-raises.
 """
 
@@ -18,6 +19,7 @@ from typing import Any
 
 from backup_tools.backup.basebackup import (
     MANIFEST,
+    MANIFEST_CHECKSUMS,
     Format,
     after_backup_facts,
     check_incremental,
@@ -26,6 +28,7 @@ from backup_tools.backup.basebackup import (
     server_state,
     verify_dir,
 )
+from backup_tools.backup.manifest import TarScan
 from backup_tools.backup.staging import clear_stale, new_staging, staging_root
 from backup_tools.backup.tailread import Background, GrowingFile
 from backup_tools.backup.tar import TarPipe
@@ -104,7 +107,7 @@ def physical_backup(
         raise UsageError(f"--kind {kind} is not a physical backup; use full or incremental")
     check_codec(compression)
     began = datetime.now(UTC)
-    state = server_state(dsn)
+    state = server_state(dsn, pg)
     if kind == "incremental":
         check_incremental(state)
     with repo.lock():
@@ -182,21 +185,26 @@ def _take(record: BackupRecord, *, dsn: str, repo: Repository, pg: PgBin, state:
     data = staging / "data"
     linking = repo.local_path(f"{BACKUPS}/{record.id}") is not None and codec == "none" and sealing is None
     log(f"### Running pg_basebackup ({fmt} format) into {data}")
+    # Durability contract: an object is fsynced where it lands in the repository (put_stream: file and directory;
+    # a hard link: _link_into fsyncs the inode and the directory) before the DONE catalog is written, and that
+    # catalog is fsynced (file and directory) last. The staging copy itself never needs to survive a crash, so
+    # pg_basebackup runs with --no-sync (its own fsyncs of every file and directory would repeat ours).
     writer = Background(run_basebackup, dsn=dsn, pg=pg, dest=data, fmt=fmt, server_version_num=state.version_num,
-                        incremental_manifest=parent_manifest, label=record.id, sync=linking)  # fmt: skip
+                        incremental_manifest=parent_manifest, label=record.id, sync=False)  # fmt: skip
     early: dict[str, FileEntry | str] = {}
-    if fmt == "tar":  # base.tar is hashed (linking) or stored while pg_basebackup still writes it
+    scans = {"base.tar": TarScan(MANIFEST_CHECKSUMS)} if fmt == "tar" else None
+    if scans:  # base.tar is hashed (linking) or stored while pg_basebackup still writes it, and checksummed per file
         try:
             early["base.tar"] = _while_written(repo, record.id, data / "base.tar", writer, codec=codec,
-                                               sealing=sealing, linking=linking)  # fmt: skip
+                                               sealing=sealing, linking=linking, tap=scans["base.tar"].feed)  # fmt: skip
         except BaseException as e:
             writer.result()  # pg_basebackup's own error explains more, if it failed
             raise e
     writer.result()
     stop_time = datetime.now(UTC)
-    facts = after_backup_facts(dsn)
-    log("### Verifying the staged backup with pg_verifybackup")
-    verify_dir(data, pg=pg, fmt=fmt)
+    facts = after_backup_facts(dsn, pg)
+    log("### Verifying the staged backup against its backup_manifest")
+    verify_dir(data, pg=pg, fmt=fmt, scans=scans, segment_size=state.wal_segment_size)
     manifest = read_manifest(data / MANIFEST)
     if manifest.system_identifier and manifest.system_identifier != state.system_identifier:
         raise BackupToolsError(
@@ -233,9 +241,9 @@ def _take(record: BackupRecord, *, dsn: str, repo: Repository, pg: PgBin, state:
 
 
 def _while_written(repo: Repository, backup_id: str, path: Path, writer: Background, *, codec: str,
-                   sealing: Sealing | None, linking: bool) -> FileEntry | str:  # fmt: skip
+                   sealing: Sealing | None, linking: bool, tap: Callable[[memoryview], Any]) -> FileEntry | str:  # fmt: skip
     """Follow a tar pg_basebackup is writing: return its sha256 (to hard-link it later) or the stored object."""
-    with GrowingFile(path, writer) as growing:
+    with GrowingFile(path, writer, tap=tap) as growing:
         if linking:
             return sha256_of(growing)[1]
         name = path.name + SUFFIXES[codec]

@@ -3,7 +3,8 @@
 pg_basebackup writes each tablespace tar (base.tar) front to back and never seeks back in it (pg_wal.tar,
 written by the WAL streamer, is different: its headers are rewritten on close). So backup/physical.py hashes,
 compresses and stores base.tar while it is being written instead of in a second pass afterwards; the
-size read is compared with the final size, and pg_verifybackup still checks the finished file.
+size read is compared with the final size, and a tap (backup/manifest.py's TarScan) checksums every member
+as it passes, for the backup_manifest check.
 """
 
 from __future__ import annotations
@@ -51,8 +52,8 @@ class Background:
 class GrowingFile(io.RawIOBase):
     """The bytes of path as its writer appends them; EOF only once the writer finished and all was read."""
 
-    def __init__(self, path: Path, writer: Background):
-        self._path, self._writer, self._f = path, writer, None
+    def __init__(self, path: Path, writer: Background, *, tap: Callable[[memoryview], Any] | None = None):
+        self._path, self._writer, self._f, self._tap = path, writer, None, tap
         self.size = 0
 
     def readable(self) -> bool:
@@ -68,6 +69,8 @@ class GrowingFile(io.RawIOBase):
             n = self._f.readinto(buffer) if self._f is not None else 0
             if n:
                 self.size += n
+                if self._tap is not None:  # e.g. the backup_manifest check (backup/manifest.py) sees every byte
+                    self._tap(memoryview(buffer)[:n])
                 return n
             if finished:
                 if self._f is None:

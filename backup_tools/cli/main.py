@@ -65,7 +65,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 def warn_password_on_argv(verb: str, dsn: str) -> None:
     """Warn (never echoing it) when --dsn carries a password: argv is readable by every local user."""
-    from backup_tools.pg.conn import ConnInfo
+    from backup_tools.pg.conninfo import ConnInfo
 
     try:
         password = ConnInfo.parse(dsn).password

@@ -78,8 +78,8 @@ def verify_backup(
                 problems.append(str(e))
         if not problems and record.kind in ("full", "incremental") and (work / MANIFEST).exists():
             try:
-                verify_dir(work, pg=pg, fmt="tar")
-                checked.append("pg_verifybackup ok")
+                verify_dir(work, pg=pg, fmt="tar", segment_size=record.options.get("wal_segment_size"))
+                checked.append("backup_manifest ok")
             except BackupToolsError as e:
                 problems.append(str(e))
         shutil.rmtree(work, ignore_errors=True)

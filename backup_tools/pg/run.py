@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import IO, Any, Generic, TypeVar
 
 from backup_tools.errors import BinaryNotFound, ToolFailed, VersionMismatch
-from backup_tools.pg.bin import tool_version
+from backup_tools.pg.bin import PgBin, tool_version
 
 T = TypeVar("T")
 Argv = Sequence[str | os.PathLike[str]]
@@ -235,9 +235,15 @@ def _read(f: IO[bytes]) -> str:
     return f.read().decode(errors="replace")
 
 
-def check_tool_version(tool: Path, server_version_num: int, *, minimum_major: int | None = None) -> int:
-    """Refuse a tool older than the server's major version (or minimum_major); return the tool's major."""
-    version, major = tool_version(tool)
+def check_tool_version(
+    tool: Path, server_version_num: int, *, minimum_major: int | None = None, known: PgBin | None = None
+) -> int:
+    """Refuse a tool older than the server's major version (or minimum_major); return the tool's major.
+
+    known: the PgBin the tool comes from; its programs share the version find_pg_bin read (one probe per run).
+    """
+    same_dir = known is not None and tool.parent == known.bindir
+    version, major = (known.version, known.major) if known is not None and same_dir else tool_version(tool)
     server_major = server_version_num // 10000  # 180001 -> 18; 90624 (9.6) -> 9
     needed = max(server_major, minimum_major or 0)
     if major < needed:

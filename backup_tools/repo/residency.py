@@ -28,15 +28,18 @@ def allowed_regions(option: str | None) -> tuple[str, ...]:
 
 def live_regions(repo: Repository) -> tuple[str, ...]:
     """Where the repository's objects are: the S3 bucket's location, or PGDRILL_REGION for a file:// path."""
-    from backup_tools.repo.s3.repository import S3Repository
+    s3 = None
+    if repo.url.startswith("s3://"):  # boto3 is loaded only for S3 repositories (0.3 s of start-up otherwise)
+        from backup_tools.repo.s3.repository import S3Repository
 
-    if isinstance(repo, S3Repository):
+        s3 = repo if isinstance(repo, S3Repository) else None
+    if s3 is not None:
         from backup_tools.repo.s3.io import BOTO
 
         try:
-            where = repo._c.get_bucket_location(Bucket=repo.bucket).get("LocationConstraint")
+            where = s3._c.get_bucket_location(Bucket=s3.bucket).get("LocationConstraint")
         except BOTO as e:
-            raise RepositoryError(f"could not read the region of bucket {repo.bucket}: {e}") from e
+            raise RepositoryError(f"could not read the region of bucket {s3.bucket}: {e}") from e
         return (where or "us-east-1",)  # S3 answers None for us-east-1
     declared = os.environ.get("PGDRILL_REGION", "")
     return tuple(r.strip() for r in declared.split(",") if r.strip())
