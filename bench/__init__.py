@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m bench` runs every comparison (bench/__main__.py)."""
