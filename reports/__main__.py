@@ -25,6 +25,8 @@ def parser() -> argparse.ArgumentParser:
                    help=f"Ed25519 private key signing the merged manifest (or ${evidence.KEY_ENV})")  # fmt: skip
     m.add_argument("--shard-public-key", default=None,
                    help="require every shard's bundle to be signed by this key (default: hashes, and any signature)")  # fmt: skip
+    m.add_argument("--allow-missing-shards", action="store_true",
+                   help="merge even when a share of the --shard split is absent (recorded as 'Missing shards')")  # fmt: skip
     m.add_argument("--evidence-archive", action="store_true", help="also write the merged bundle as <out>.tar.gz")
     m.add_argument("--stale-days", type=int, default=30, help="a scenario not passed within this many days is a gap")
     m.add_argument("--history-runs", type=int, default=20, help="runs per scenario shown in the trend charts")
@@ -44,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise UsageError(f"cannot read --shard-public-key {path}: {e.strerror}") from e
         records, bundle = merge(args.shards, out=args.out, history_path=args.history_file, key_path=args.evidence_key,
                                 archive=args.evidence_archive, public_key=public, stale_days=args.stale_days,
-                                history_runs=args.history_runs)  # fmt: skip
+                                history_runs=args.history_runs, allow_missing=args.allow_missing_shards)  # fmt: skip
     except UsageError as e:
         print(f"python -m reports merge: {e}", file=sys.stderr)
         return 2

@@ -81,6 +81,18 @@ def merge_records(shards: list[Shard], *, run_id: str) -> list[dict[str, Any]]:
     return records
 
 
+def missing_shards(shards: list[Shard]) -> list[str]:
+    """The I/N shares not among the shards (from the 'Shard' each --shard run records); mixed splits are refused."""
+    declared = [str((s.doc.get("environment") or {}).get("Shard") or "") for s in shards]
+    if not any(declared):
+        return []
+    if not all(declared) or len({d.split("/")[1] for d in declared}) != 1:
+        raise UsageError(f"the shards are not one split ({', '.join(d or 'no --shard' for d in declared)}); merge "
+                         "the runs of one --shard I/N split")  # fmt: skip
+    count = int(declared[0].split("/")[1])
+    return [f"{i}/{count}" for i in range(1, count + 1) if f"{i}/{count}" not in declared]
+
+
 def merge_junit(shards: list[Shard], dest: Path) -> Path:
     """One <testsuites> with one <testsuite> holding every shard's test cases, its counts summed."""
     merged = ET.Element("testsuite", name="pytest")
@@ -125,10 +137,14 @@ def render_page(records: list[dict[str, Any]], *, run_id: str, shards: list[Shar
 
 
 def merge(paths: list[Path], *, out: Path, history_path: Path, key_path: str | None, archive: bool = False,
-          public_key: Any = None, stale_days: int = 30, history_runs: int = 20) -> tuple[list[dict[str, Any]], evidence.Bundle]:  # fmt: skip
+          public_key: Any = None, stale_days: int = 30, history_runs: int = 20, allow_missing: bool = False) -> tuple[list[dict[str, Any]], evidence.Bundle]:  # fmt: skip
     """Merge shard run directories into out: results, JUnit, report, logs and artifacts, history once, signed bundle."""
     key = evidence.load_signing_key(key_path)
     shards = [load_shard(p, public_key=public_key) for p in find_shards(paths)]
+    missing = missing_shards(shards)
+    if missing and not allow_missing:
+        raise BackupToolsError(f"shard(s) {', '.join(missing)} missing: their drills would be absent from the merged "
+                               "evidence; pass every shard's run directory (or --allow-missing-shards)")  # fmt: skip
     if out.exists() and any(out.iterdir()):
         raise UsageError(f"{out} exists and is not empty; merge into a new directory")
     run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-merged"
@@ -147,6 +163,9 @@ def merge(paths: list[Path], *, out: Path, history_path: Path, key_path: str | N
     finished = max(str(s.doc.get("finished_at") or "") for s in shards) or datetime.now(UTC).isoformat()
     environment = {**(shards[0].doc.get("environment") or {}), "Run": run_id,
                    "Shards": ", ".join(s.run_id for s in shards)}  # fmt: skip
+    environment.pop("Shard", None)
+    if missing:
+        environment["Missing shards"] = ", ".join(missing)
     doc = {"schema_version": shards[0].doc.get("schema_version"), "run_id": run_id, "started_at": started,
            "finished_at": finished, "environment": environment, "drills": records}  # fmt: skip
     (out / RESULTS).write_text(json.dumps(doc, indent=2, default=str) + "\n")

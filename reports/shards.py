@@ -33,6 +33,11 @@ def pytest_configure(config: pytest.Config) -> None:
     """Check --shard early, so a bad value stops the run before any server starts."""
     if config.getoption("shard", None):
         config.stash[shard_key] = parse_shard(config.getoption("shard"))
+        from reports.plugin import run_key
+
+        run = config.stash.get(run_key, None)
+        if run is not None:  # drill-results.json says which share this run was, so a merge can tell one is missing
+            run.environment["Shard"] = "{}/{}".format(*config.stash[shard_key])
 
 
 @pytest.hookimpl(trylast=True)

@@ -86,6 +86,7 @@ def test_two_shards_merge_into_one_report_junit_history_append_and_signed_bundle
     assert {r["test"] for r in doc["drills"]} == tests[0] | tests[1]
     assert {r["run_id"] for r in doc["drills"]} == {doc["run_id"]}
     assert {r["shard_run_id"] for r in doc["drills"]} == {results(s)["run_id"] for s in shards}
+    assert [results(s)["environment"]["Shard"] for s in shards] == ["1/2", "2/2"]
     cases = list(ET.parse(merged / "junit.xml").getroot().iter("testcase"))
     assert len(cases) == DRILL_TESTS + 1  # test_not_a_drill too
     suite = ET.parse(merged / "junit.xml").getroot().find("testsuite")
@@ -100,7 +101,7 @@ def test_two_shards_merge_into_one_report_junit_history_append_and_signed_bundle
     assert {f"shards/{results(s)['run_id']}/manifest.sig" for s in shards} <= listed
 
     shutil.copytree(shards[0], project / "copied" / "run11")
-    again = merge_cli(str(shards[0]), str(project / "copied"), "--out", str(project / "twice"), "--history-file",
+    again = merge_cli(str(shards[0]), str(shards[1]), str(project / "copied"), "--out", str(project / "twice"), "--history-file",
                       str(project / "twice.jsonl"), cwd=project)  # fmt: skip
     assert again.returncode == 2 and "ran in two shards" in again.stderr, again.stderr
     log = next(p for p in (shards[1] / "logs").rglob("*.log"))
@@ -109,6 +110,9 @@ def test_two_shards_merge_into_one_report_junit_history_append_and_signed_bundle
                          str(project / "tampered.jsonl"), cwd=project)  # fmt: skip
     assert tampered.returncode == 1 and "does not match its evidence manifest" in tampered.stderr, tampered.stderr
     assert not (project / "tampered.jsonl").exists()
+    alone = merge_cli(str(shards[0]), "--out", str(project / "alone"), "--history-file", str(project / "a.jsonl"),
+                      cwd=project)  # fmt: skip
+    assert alone.returncode == 1 and "shard(s) 2/2 missing" in alone.stderr, alone.stderr
 
 
 def test_a_bad_shard_value_is_a_usage_error(project: Path):
