@@ -141,11 +141,11 @@ def test_fails_with_a_cluster(make_cluster, n):
 """
 
 
-def test_workers_hand_kept_directories_to_the_controllers_summary(tmp_path: Path):
+def test_auto_workers_hand_kept_directories_to_the_controllers_summary(tmp_path: Path):
     (tmp_path / "conftest.py").write_text(KEEP_CONFTEST)
     (tmp_path / "test_keep.py").write_text(KEEP_TESTS)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-n", "2", "--keep-failed",
+    done = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-n", "auto", "--keep-failed",
                            "test_keep.py"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert done.returncode == 1, done.stdout + done.stderr
     kept = [line for line in done.stdout.splitlines() if "kept failed drill's data directories" in line]
