@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 
 from backup_tools.pg.bin import PgBin
-from fixtures.cluster import Cluster
+from fixtures.cluster import Access, Cluster
 from fixtures.docker import ContainerCluster
 from fixtures.drill import Drill
 from fixtures.methods import METHODS, Method, method_unavailable
-from fixtures.seed import SeedResult, seed_database
+from fixtures.origin import build_seeded_world
+from fixtures.seed import SeedResult
 
 log = logging.getLogger("pgdrill")
 
@@ -49,28 +50,27 @@ def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
 
 @dataclass(frozen=True)
 class Template:
-    """A stopped data directory holding the seeded application data, and what was loaded into it."""
+    """A stopped data directory holding the production-like world with the seeded data, and how to reach copies."""
 
     data_dir: Path
     seeded: SeedResult
     size_bytes: int | None = None  # pg_database_size of the seeded database: the report's "measured on a ... seed"
+    access: Access = Access()  # superuser, passfile (0600) and default database `app` of every copy
 
 
 @pytest.fixture(scope="session")
 def seeded_template(
     pg_bin: PgBin, tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config
 ) -> Iterator[Template]:
-    """Initialise and seed one cluster at --scale/--seed, then stop it; drills copy its data directory."""
+    """Initialise (scram only) and seed one cluster at --scale/--seed, then stop it; drills copy its data directory."""
     scale, seed = pytestconfig.getoption("scale"), pytestconfig.getoption("seed")
     cluster = Cluster("template", pg=pg_bin, base_dir=tmp_path_factory.mktemp("template"))
     try:
-        cluster.init(allows_streaming=True)
+        cluster.init(allows_streaming=True, password_auth=True)
         cluster.start()
-        with cluster.connect() as conn:
-            result = seed_database(conn, scale=scale, seed=seed)
-            (size,) = conn.execute("SELECT pg_database_size(current_database())").fetchone()
+        result, size = build_seeded_world(cluster, scale=scale, seed=seed)
         cluster.stop()
-        yield Template(cluster.data_dir, result, size)
+        yield Template(cluster.data_dir, result, size, cluster.access)
     finally:
         cluster.teardown()
 
@@ -79,19 +79,19 @@ def seeded_template(
 def seeded_cluster(
     make_cluster: Callable[..., Cluster], drill: Drill, request: pytest.FixtureRequest
 ) -> Callable[..., Cluster]:
-    """Factory: a started cluster holding the seeded data, configured like Cluster.init (archiving, streaming)."""
+    """Factory: a started cluster holding the seeded world, configured like Cluster.init (archiving, streaming)."""
 
     def factory(name: str = "primary", *, env: dict[str, str] | None = None, **config) -> Cluster:
         cluster = make_cluster(name, env=env or {})
-        if isinstance(cluster, ContainerCluster):  # the image's own initdb, then the same rows over SQL
+        if isinstance(cluster, ContainerCluster):  # the image's own initdb (scram), then the same world over SQL
             cluster.init(**config)
             cluster.start()
-            with cluster.connect() as conn:
-                seeded = seed_database(conn, scale=request.config.getoption("scale"), seed=request.config.getoption("seed"))
-                (size,) = conn.execute("SELECT pg_database_size(current_database())").fetchone()
+            scale, seed = request.config.getoption("scale"), request.config.getoption("seed")
+            seeded, size = build_seeded_world(cluster, scale=scale, seed=seed)
         else:
             template: Template = request.getfixturevalue("seeded_template")  # seeded once per run, when first needed
             cluster.init_from_template(template.data_dir, **config)
+            cluster.copy_access(template.access)
             cluster.start()
             seeded, size = template.seeded, template.size_bytes
         drill.notes["seed"] = seeded.rows

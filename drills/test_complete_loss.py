@@ -3,7 +3,7 @@
 import pytest
 
 from fixtures.faults import wipe_cluster
-from fixtures.seed import seed_database
+from fixtures.origin import build_seeded_world
 
 OFFSITE = ["full@s3", "incremental@s3", "sync-streaming@s3", "logical@s3"]
 
@@ -36,10 +36,9 @@ def test_rebuild_from_the_offsite_repository(protected_primary, method, drill):
 def test_rebuild_at_ten_times_the_default_scale(make_cluster, method, drill, seed):
     # Given a primary seeded at 10x the default scale (about 1M rows), backed up to the off-site bucket
     primary = make_cluster("primary", env=method.env)
-    primary.init(**method.primary_config())
+    primary.init(password_auth=True, **method.primary_config())
     primary.start()
-    with primary.connect() as conn:
-        drill.notes["seed"] = seed_database(conn, scale=10.0, seed=seed).rows
+    drill.notes["seed"] = build_seeded_world(primary, scale=10.0, seed=seed)[0].rows
     drill.start_ticker(primary)
     method.protect(primary)
     truth = drill.snapshot(primary)

@@ -22,7 +22,7 @@ def test_restore_in_dr_region_from_the_copied_repository(seeded_cluster, make_me
 
         # And the DR copy job has copied the backup and its WAL to the DR region's bucket
         dr = make_method("full", where=s3.dr_region)
-        dr.commands, dr.taken = home.commands, home.taken
+        dr.commands, dr.taken, dr.origin = home.commands, home.taken, home.origin
         drill.use(dr)
         drill.method = "dr-copy"
         home.flush(primary)

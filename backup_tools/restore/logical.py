@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import tempfile
 import time
@@ -29,6 +30,9 @@ from backup_tools.repo.objects import copy_to_file, open_object, open_sealing
 _logger = logging.getLogger("backup_tools")
 Log = Callable[[str], Any]  # where progress lines go: the CLI passes its stderr writer, else logging
 _LISTED_KINDS = ("TABLE DATA", "TABLE", "CONSTRAINT")
+_DEPENDENT_KINDS = ("INDEX", "FK CONSTRAINT", "TRIGGER", "POLICY", "ROW SECURITY")
+_TABLE_TAGGED = ("TABLE DATA", "TABLE", "ROW SECURITY")  # tagged "<schema> <table> <owner>"; others add a name
+_CREATE_INDEX = re.compile(r'^CREATE (?:UNIQUE )?INDEX ("?[^" ]+"?) ON (?:ONLY )?("?[^" ]+"?\."?[^" ]+"?) ', re.M)
 
 
 @dataclass(frozen=True)
@@ -209,29 +213,44 @@ def restore_argv(
     return [*argv, str(path)]
 
 
-def select_tables(tool: Path, archive: Path, *, schema: str, tables: Sequence[str]) -> Path:
+def _indexes_of(tool: Path, archive: Path, lines: list[str], tables: set[str]) -> list[str]:
+    """The listing lines of the indexes on these tables (INDEX entries name no table: render them to read it)."""
+    listed = archive.parent / "indexes.list"
+    listed.write_text("\n".join(lines) + "\n")
+    script = run([tool, "--use-list", listed, "--file=-", archive], timeout=300).stdout
+    on = {m[1].strip('"'): m[2].replace('"', "") for m in _CREATE_INDEX.finditer(script)}
+    return [line for line in lines if on.get(line.split("; ", 1)[1].split(" ")[4]) in tables]
+
+
+def select_tables(tool: Path, archive: Path, *, schema: str, tables: Sequence[str], dependents: bool = False) -> Path:
     """Write a pg_restore --use-list holding the tables' definitions, rows and own constraints (primary keys…).
 
     Like pg_restore --table, other indexes, defaults, sequences, triggers and foreign keys are left out:
-    they may need objects that are not restored. Returns the list file, next to the archive.
+    they may need objects that are not restored. dependents: also the tables' indexes, foreign keys, triggers,
+    row-level security and policies (to recreate a dropped table as it was). Returns the list file, next to the archive.
     """
     listing = run([tool, "--list", archive], timeout=300).stdout
-    chosen, found = [], set()
+    kinds = _LISTED_KINDS + (_DEPENDENT_KINDS if dependents else ())
+    chosen, found, indexes = [], set(), []
     for line in listing.splitlines():
         head, sep, rest = line.partition("; ")
         if not sep or not head.strip().isdigit():
             continue
         words = rest.split(" ")[2:]  # drop "<tableoid> <oid>"
-        kind = next((k for k in _LISTED_KINDS if " ".join(words[: len(k.split())]) == k), None)
+        kind = next((k for k in kinds if " ".join(words[: len(k.split())]) == k), None)
         if kind is None:
             continue
         names = words[len(kind.split()) :]  # schema, tag words…, owner
-        if names[:1] == [schema] and len(names) == (4 if kind == "CONSTRAINT" else 3) and names[1] in tables:
+        if kind == "INDEX" and names[:1] == [schema] and len(names) == 3:
+            indexes.append(line)
+        elif names[:1] == [schema] and len(names) == (3 if kind in _TABLE_TAGGED else 4) and names[1] in tables:
             chosen.append(line)
             found.add(names[1])
     missing = sorted(set(tables) - found)
     if missing:
         raise UsageError(f"table(s) {', '.join(missing)} are not in this backup (schema {schema}); check the names")
+    if indexes:
+        chosen += _indexes_of(tool, archive, indexes, {f"{schema}.{t}" for t in tables})
     use_list = archive.parent / "selected.list"
     use_list.write_text("\n".join(chosen) + "\n")
     return use_list

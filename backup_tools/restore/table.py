@@ -8,7 +8,8 @@ superuser, or on PostgreSQL 15+ the SET privilege on session_replication_role). 
 or to the table is checked; if any row would be left without its parent the whole restore is rolled back
 with an IntegrityCheckFailed naming the constraint: restore the related tables too, or restore into a side table
 (`into=`) and repair by hand. Sequences are not changed (they only move forward in the live database).
-A table that no longer exists (DROP TABLE) is recreated from the backup with pg_restore --table.
+A table that no longer exists (DROP TABLE) is recreated from the backup with its indexes, foreign keys, triggers
+and policies.
 """
 
 from __future__ import annotations
@@ -160,7 +161,7 @@ def restore_table(
                 if tool is None:
                     raise UsageError(f"{schema}.{table} does not exist; recreate it from a custom/directory backup")
                 say(f"table {schema}.{table} does not exist; recreating it from backup {record.id}")
-                use_list = select_tables(tool, path, schema=schema, tables=[table])
+                use_list = select_tables(tool, path, schema=schema, tables=[table], dependents=True)
                 argv = restore_argv(tool, fmt, path, database=conn.info.dbname, use_list=use_list, clean=False, jobs=1,
                                     single=True, no_owner=False)  # fmt: skip
                 with libpq_env(dsn) as env:

@@ -88,14 +88,18 @@ def test_restore_that_would_orphan_rows_is_refused_and_changes_nothing(source, r
     assert source.tables() == tables_before  # no safety copy left behind either
 
 
-def test_dropped_table_is_recreated_with_its_primary_key(source, repo, pg_bin):
+def test_dropped_table_is_recreated_with_its_keys_indexes_and_foreign_keys(source, repo, pg_bin):
     record = backup_logical(source.dsn, repo, pg=pg_bin)
+    definitions = "SELECT {} FROM {} WHERE {} = 'chat_messages'::regclass ORDER BY 1"
+    constraints = definitions.format("conname || ' ' || pg_get_constraintdef(oid)", "pg_constraint", "conrelid")
+    indexes = definitions.format("pg_get_indexdef(indexrelid)", "pg_index", "indrelid")
+    before = [source.cluster.safe_sql(q, dbname=source.name) for q in (constraints, indexes)]
+    assert any("FOREIGN KEY" in c for (c,) in before[0]) and len(before[1]) == 2  # pkey and (case_id, created_at)
     source.execute("DROP TABLE chat_messages")
 
     result = restore_table(repo, record.id, source.dsn, "chat_messages", pg=pg_bin)
     assert result.ok and result.created and result.rows == 600 and result.safety_copy is None
-    assert source.scalar("SELECT count(*) FROM pg_constraint WHERE conrelid = 'chat_messages'::regclass "
-                         "AND contype = 'p'") == 1  # fmt: skip
+    assert [source.cluster.safe_sql(q, dbname=source.name) for q in (constraints, indexes)] == before
 
 
 def test_table_not_in_the_backup_is_refused(source, repo, pg_bin):
