@@ -2,7 +2,7 @@
 
 Staging: pg_basebackup writes into a staging directory (inside a file:// repository, so its files are
 hard-linked into place without a second copy; elsewhere a temp directory), pg_verifybackup checks it
-there, and backup/physical.py stores each object through repo/objects.store_object. Tar format stores pg_basebackup's
+there (an encrypted backup stages nothing: stream_basebackup pipes one tar, see backup/streamed.py), and backup/physical.py stores each object through repo/objects.store_object. Tar format stores pg_basebackup's
 base.tar (hashed or stored while pg_basebackup still writes it, see tailread.py) and pg_wal.tar; plain format is verified as a directory and stored as one base.tar streamed
 from it. Restores stream each object (verified, decrypted, decompressed) into the native tar, two at a time.
 """
@@ -17,14 +17,21 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import IO, Any, Literal, TypeVar
 
-from backup_tools.backup.manifest import TarScan, check_tars, check_wal_tar, manifest_algorithm, scan_file
+from backup_tools.backup.manifest import (
+    TarScan,
+    check_tars,
+    check_wal_members,
+    check_wal_tar,
+    manifest_algorithm,
+    scan_file,
+)
 from backup_tools.backup.tar import untar
 from backup_tools.catalog import BACKUPS, BackupRecord
 from backup_tools.errors import ConnectionFailed, IntegrityCheckFailed, ToolFailed, UsageError, VersionMismatch
 from backup_tools.pg.bin import PgBin
-from backup_tools.pg.run import check_tool_version, run
+from backup_tools.pg.run import check_tool_version, run, run_pipeline
 from backup_tools.repo.base import Repository
 from backup_tools.repo.objects import Sealing, open_object
 
@@ -36,6 +43,7 @@ INCREMENTAL_MIN_MAJOR = 17
 MANIFEST_CHECKSUMS = "CRC32C"  # PostgreSQL's default: cheap for the server (hardware CRC) and for backup/manifest.py
 TAR_VERIFY_MIN_MAJOR = 18  # pg_verifybackup reads tar-format backups from PostgreSQL 18 on
 Log = Callable[[str], Any]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -170,6 +178,38 @@ def run_basebackup(
             raise
 
 
+def stream_basebackup(
+    *,
+    dsn: str,
+    pg: PgBin,
+    consumer: Callable[[IO[bytes]], T],
+    server_version_num: int,
+    incremental_manifest: Path | None = None,
+    label: str,
+) -> T:
+    """Run pg_basebackup to stdout into consumer: one tar, its WAL fetched into pg_wal/, backup_manifest last."""
+    tool = pg.tool("pg_basebackup")
+    check_tool_version(tool, server_version_num, known=pg)
+    args: list[str | os.PathLike[str]] = [
+        tool, "-D", "-", "-F", "t", "-X", "fetch", "--checkpoint=fast", "--label", label, "--no-password",
+        f"--manifest-checksums={MANIFEST_CHECKSUMS}",
+    ]  # fmt: skip
+    if incremental_manifest is not None:
+        args += ["--incremental", incremental_manifest]
+    from backup_tools.pg.conninfo import libpq_env
+
+    with libpq_env(dsn) as env:
+        try:
+            return run_pipeline([args], consumer=consumer, env=env).value
+        except ToolFailed as e:
+            if "WAL summar" in str(e):
+                raise UsageError(
+                    f"{e}; the server has no WAL summaries since the parent backup (summarize_wal was off, or "
+                    "wal_summary_keep_time expired): take a --kind full backup"
+                ) from e
+            raise
+
+
 def verify_dir(
     path: Path, *, pg: PgBin, fmt: Format, scans: dict[str, TarScan] | None = None, segment_size: int | None = None
 ) -> None:
@@ -191,6 +231,8 @@ def verify_dir(
             check_tars(manifest, found)
             if segment_size and (path / "pg_wal.tar").exists():
                 check_wal_tar(path / "pg_wal.tar", manifest, segment_size=segment_size)
+            elif segment_size and "base.tar" in found:  # a streamed backup: its WAL was fetched into base.tar
+                check_wal_members(found["base.tar"].members, manifest, segment_size=segment_size, where="base.tar")
         if pg.major < TAR_VERIFY_MIN_MAJOR:
             return
     args: list[str | os.PathLike[str]] = [pg.tool("pg_verifybackup"), "--quiet", "--exit-on-error"]

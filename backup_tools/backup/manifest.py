@@ -80,8 +80,11 @@ class TarScan:
 
     algorithm: str = "CRC32C"
     prefix: str = ""
+    keep: str | None = None  # a member whose content to keep in `kept` (backup_manifest, in a streamed backup)
     members: dict[str, Member] = field(default_factory=dict)
     ended: bool = False
+    kept: bytes | None = None
+    _keeping: bytearray | None = None
     _head: bytearray = field(default_factory=bytearray)
     _left: int = 0  # content bytes of the current member still to come
     _size: int = 0  # the current member's size
@@ -107,6 +110,8 @@ class TarScan:
                     self._meta += view[:n]
                 else:
                     self._sum.update(view[:n])
+                    if self._keeping is not None:
+                        self._keeping += view[:n]
                 self._left -= n
                 view = view[n:]
                 if not self._left:
@@ -142,6 +147,7 @@ class TarScan:
             self._meta, self._name = bytearray(), f"{kind.decode()}:{name}"
         elif kind in (b"0", b"\0", b"7"):
             self._name, self._sum = self.prefix + name.removeprefix("./"), new_checksum(self.algorithm)
+            self._keeping = bytearray() if self._name == self.keep else None
         else:  # directories, symlinks (pg_tblspc): no content to check
             self._name, self._sum = None, None
             self._left = self._pad = 0
@@ -159,6 +165,8 @@ class TarScan:
         elif self._name is not None:
             self.members[self._name] = Member(self._size, self._sum.hexdigest())
             self._last = self._name
+            if self._keeping is not None:
+                self.kept, self._keeping = bytes(self._keeping), None
         self._name, self._sum = None, None
 
 
@@ -283,25 +291,29 @@ def wal_segments(ranges: Iterable[tuple[int, int, int]], segment_size: int) -> s
 
 def check_wal_tar(path: Path, manifest: Path, *, segment_size: int) -> int:
     """Check pg_wal.tar holds every WAL segment of the manifest's WAL-Ranges, whole; return the segments found."""
-    doc = json.loads(manifest.read_bytes())
-    ranges = [(int(r["Timeline"]), _lsn(r["Start-LSN"]), _lsn(r["End-LSN"])) for r in doc.get("WAL-Ranges", [])]
     scan = scan_file(path, algorithm="NONE")
     if not scan.complete:
         raise IntegrityCheckFailed(f"{path.name} ends in the middle (truncated); take the backup again")
+    return check_wal_members(scan.members, manifest, segment_size=segment_size, where=path.name)
+
+
+def check_wal_members(members: dict[str, Member], manifest: Path, *, segment_size: int, where: str) -> int:
+    """Check tar members (pg_wal.tar's, or base.tar's pg_wal/ when WAL was fetched into it) hold every segment of
+    the manifest's WAL-Ranges, whole; return the segments found."""
+    doc = json.loads(manifest.read_bytes())
+    ranges = [(int(r["Timeline"]), _lsn(r["Start-LSN"]), _lsn(r["End-LSN"])) for r in doc.get("WAL-Ranges", [])]
     per_seg = 0x1_0000_0000 // segment_size
     have: set[int] = set()
-    for name, member in scan.members.items():
+    for name, member in members.items():
         base = os.path.basename(name)
-        if len(base) == 24 and all(c in "0123456789ABCDEF" for c in base):
+        if os.path.dirname(name) in ("", "pg_wal") and len(base) == 24 and all(c in "0123456789ABCDEF" for c in base):
             if member.size != segment_size:
-                raise IntegrityCheckFailed(
-                    f"{path.name}: WAL segment {base} is {member.size} bytes, not {segment_size}"
-                )
+                raise IntegrityCheckFailed(f"{where}: WAL segment {base} is {member.size} bytes, not {segment_size}")
             have.add(int(base[8:16], 16) * per_seg + int(base[16:24], 16))
     missing = sorted(wal_segments(ranges, segment_size) - have)
     if missing:
         raise IntegrityCheckFailed(
-            f"{path.name} lacks WAL segment number(s) {', '.join(map(str, missing[:5]))} the backup needs; take it again"
+            f"{where} lacks WAL segment number(s) {', '.join(map(str, missing[:5]))} the backup needs; take it again"
         )
     return len(have)
 

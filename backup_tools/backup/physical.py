@@ -3,7 +3,8 @@
 Order of writes: repository lock; identity check (system identifier and major version); catalog STARTED;
 pg_basebackup into staging (base.tar stored and checksummed per file as it is written); the backup_manifest
 check (backup/manifest.py; pg_verifybackup too where it reads the format); objects stored (checksummed); catalog DONE written last
-(atomically, by Repository.write_catalog). Any failure writes FAILED and re-raises.
+(atomically, by Repository.write_catalog). Any failure writes FAILED and re-raises. An encrypted backup
+stages no data: pg_basebackup's one tar is piped into the repository and checked as it passes (streamed.py).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from backup_tools.backup.basebackup import (
 )
 from backup_tools.backup.manifest import TarScan
 from backup_tools.backup.staging import clear_stale, new_staging, staging_root
+from backup_tools.backup.streamed import take_streamed
 from backup_tools.backup.tailread import Background, GrowingFile
 from backup_tools.backup.tar import TarPipe
 from backup_tools.catalog import BACKUPS, CATALOG_NAME, BackupRecord, FileEntry, Kind, new_backup_id
@@ -113,7 +115,8 @@ def physical_backup(
     with repo.lock():
         identity = check_identity(repo, system_identifier=state.system_identifier, major=state.major)
         root = staging_root(repo, staging_dir)
-        clear_stale(root, locked=staging_dir is None and repo.local_path("staging") is not None, log=log)
+        clear_stale(root, locked=staging_dir is None and repo.local_path("staging") is not None, log=log,
+                    staging_dir=staging_dir)  # fmt: skip
         parent = latest_physical(repo) if kind == "incremental" else None
         sealing = new_sealing(key_file)
         enforce(repo, sealing.meta if sealing else None, what=f"take a {kind} backup", identity=identity)
@@ -182,6 +185,11 @@ def _take(record: BackupRecord, *, dsn: str, repo: Repository, pg: PgBin, state:
             raise BackupNotFound(f"parent backup {parent.id} has no {MANIFEST}; take a --kind full backup")
         psealing = open_sealing(parent.encryption, key_file=key_file)
         copy_to_file(_open_entry(repo, parent, entry, psealing), parent_manifest)
+    if sealing is not None:  # encrypted: no data is staged, the tar is piped and checked (backup/streamed.py)
+        files, stop_time, facts = take_streamed(record, dsn=dsn, repo=repo, pg=pg, state=state, sealing=sealing,
+                                                parent_manifest=parent_manifest, staging=staging, log=log)  # fmt: skip
+        return _done(record, staging / MANIFEST, state, files, stop_time=stop_time,
+                     options={**record.options, **facts, "streamed": True})  # fmt: skip
     data = staging / "data"
     linking = repo.local_path(f"{BACKUPS}/{record.id}") is not None and codec == "none" and sealing is None
     log(f"### Running pg_basebackup ({fmt} format) into {data}")
@@ -205,12 +213,6 @@ def _take(record: BackupRecord, *, dsn: str, repo: Repository, pg: PgBin, state:
     facts = after_backup_facts(dsn, pg)
     log("### Verifying the staged backup against its backup_manifest")
     verify_dir(data, pg=pg, fmt=fmt, scans=scans, segment_size=state.wal_segment_size)
-    manifest = read_manifest(data / MANIFEST)
-    if manifest.system_identifier and manifest.system_identifier != state.system_identifier:
-        raise BackupToolsError(
-            f"the server's system identifier changed during the backup (manifest {manifest.system_identifier}, "
-            f"server {state.system_identifier}: a failover?); take it again"
-        )
     files = []
     sources: list[tuple[str, Path | TarPipe]] = [(MANIFEST, data / MANIFEST)]
     if fmt == "tar":
@@ -233,7 +235,18 @@ def _take(record: BackupRecord, *, dsn: str, repo: Repository, pg: PgBin, state:
                 src.close()
         files.append(FileEntry(object_name, stored.size, stored.sha256, object_codec, stored.plain_size,
                                stored.plain_sha256))  # fmt: skip
-    options = {**record.options, **facts}
+    return _done(record, data / MANIFEST, state, files, stop_time=stop_time, options={**record.options, **facts})
+
+
+def _done(record: BackupRecord, manifest_path: Path, state: Any, files: list[FileEntry], *, stop_time: datetime,
+          options: dict[str, Any]) -> BackupRecord:  # fmt: skip
+    """The DONE record from the backup's manifest, refused when it names another system (a failover meanwhile)."""
+    manifest = read_manifest(manifest_path)
+    if manifest.system_identifier and manifest.system_identifier != state.system_identifier:
+        raise BackupToolsError(
+            f"the server's system identifier changed during the backup (manifest {manifest.system_identifier}, "
+            f"server {state.system_identifier}: a failover?); take it again"
+        )
     return record.with_changes(
         status="DONE", stop_time=stop_time, start_lsn=manifest.start_lsn, stop_lsn=manifest.stop_lsn,
         timeline=manifest.timeline, files=tuple(files), options=options,

@@ -7,14 +7,20 @@ hard-linked in without a copy), else in `<--staging-dir or the temp dir>/pgdrill
 backup's directory is 0700 and holds `.owner.json` (pid, host, repository). Every backup run first
 removes what killed runs left, for every repository kind: in a repository's own staging area everything
 (the repository lock is held), in a shared staging root the directories of this host whose process is gone.
+Earlier versions staged in `pgdrill-<backup id>-XXXXXXXX` (physical) and `pgdrill-dump-XXXXXXXX` (logical)
+directly in the temp dir or --staging-dir; those are removed too when they are ours (our uid, exactly that
+name), untouched for LEGACY_GRACE and open in no process we can see. An encrypted physical backup stages no
+plaintext at all (backup/physical.py streams it); this module is for what is still staged.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
+import stat
 import tempfile
 import time
 from collections.abc import Callable
@@ -26,6 +32,8 @@ from backup_tools.repo.base import Repository, is_stale_lock, read_lock
 
 OWNER = ".owner.json"
 UNMARKED_GRACE = 600.0  # a directory without its owner file yet (being created) is left alone this long
+LEGACY_GRACE = 3600.0  # an earlier version's staging directory with nothing written for this long is stale
+LEGACY = re.compile(r"pgdrill-(?:dump|\d{8}T\d{6}Z-(?:full|incremental)-[0-9a-f]{4})-[a-z0-9_]{8}")
 Log = Callable[[str], Any]
 
 
@@ -42,8 +50,11 @@ def staging_root(repo: Repository, staging_dir: Path | None) -> Path:
     return root
 
 
-def clear_stale(root: Path, *, locked: bool, log: Log) -> list[Path]:
-    """Remove staging left by killed backups: all of it when locked (a repository's own area), else dead owners'."""
+def clear_stale(root: Path, *, locked: bool, log: Log, staging_dir: Path | None = None) -> list[Path]:
+    """Remove staging left by killed backups: all of it when locked (a repository's own area), else dead owners'.
+
+    Also what earlier versions left in the temp dir and in staging_dir (see clear_legacy).
+    """
     removed = []
     for entry in sorted(root.iterdir()) if root.is_dir() else []:
         if not entry.is_dir() or not (locked or _abandoned(entry)):
@@ -51,7 +62,61 @@ def clear_stale(root: Path, *, locked: bool, log: Log) -> list[Path]:
         log(f"### Removing {entry}, left by a backup that was killed")
         shutil.rmtree(entry, ignore_errors=True)
         removed.append(entry)
+    for parent in dict.fromkeys([Path(tempfile.gettempdir()), *([staging_dir] if staging_dir else [])]):
+        removed += clear_legacy(parent, log=log)
     return removed
+
+
+def clear_legacy(parent: Path, *, log: Log, grace: float = LEGACY_GRACE) -> list[Path]:
+    """Remove earlier versions' staging directories in parent: ours by uid and name, stale, and open nowhere."""
+    removed = []
+    try:
+        entries = sorted(e for e in parent.iterdir() if LEGACY.fullmatch(e.name))
+    except OSError:
+        return removed
+    for entry in entries:
+        try:
+            info = entry.lstat()  # lstat: a symlink with our name is not followed, nor removed
+        except FileNotFoundError:
+            continue
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+            continue
+        if time.time() - _newest_mtime(entry) < grace or _in_use(entry):
+            continue
+        log(f"### Removing {entry}, staging left by an earlier version's backup that was killed")
+        shutil.rmtree(entry, ignore_errors=True)
+        removed.append(entry)
+    return removed
+
+
+def _newest_mtime(top: Path) -> float:
+    """The newest modification time of top and everything under it (symlinks not followed)."""
+    newest = top.lstat().st_mtime
+    for folder, dirs, files in os.walk(top):
+        for name in dirs + files:
+            try:
+                newest = max(newest, os.lstat(os.path.join(folder, name)).st_mtime)
+            except FileNotFoundError:
+                continue
+    return newest
+
+
+def _in_use(top: Path) -> bool:
+    """Whether a process we can see has a file open under top or works in it (Linux /proc; else assume not)."""
+    inside = str(top) + os.sep
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            paths = [proc / "cwd", *(proc / "fd").iterdir()]
+        except OSError:
+            continue  # another user's process, or gone
+        for path in paths:
+            try:
+                link = os.readlink(path)
+            except OSError:
+                continue  # closed meanwhile
+            if link == str(top) or link.startswith(inside):
+                return True
+    return False
 
 
 def _abandoned(entry: Path) -> bool:

@@ -80,6 +80,7 @@ def add_backup_parser(verbs: Any) -> None:
                    help="S3 storage class of the backup's data objects (e.g. GLACIER for monthly archives)")  # fmt: skip
     b.add_argument("--lock-days", type=int, metavar="N",
                    help="S3 Object Lock (COMPLIANCE) every object of the backup for N days (bucket needs Object Lock)")  # fmt: skip
-    b.add_argument("--staging-dir", help="where pg_basebackup writes before upload (default: inside a file:// repo)")
+    b.add_argument("--staging-dir", help="where an unencrypted pg_basebackup stages before upload (default: inside "
+                   "a file:// repo); an encrypted backup stages nothing")  # fmt: skip
     add_key(b)
     add_pgbin(b)

@@ -251,6 +251,62 @@ def test_encrypted_backup_needs_its_key_and_restores_with_it(primary, repo, pg_b
     assert got.diff(truth) == []
 
 
+def test_encrypted_incremental_chain_is_streamed_without_staging_and_restores(primary, repo, pg_bin, make_cluster,
+                                                                              tmp_path):  # fmt: skip
+    from backup_tools.security.keys import generate_key_file_text
+
+    needs_incremental(pg_bin)
+    key = tmp_path / "backup.key"
+    key.write_text(generate_key_file_text())
+    full = physical_backup(dsn=primary.dsn, repo=repo, kind="full", pg=pg_bin, key_file=str(key), log=quiet).record
+    primary.safe_sql("DELETE FROM items WHERE id % 2 = 0")
+    primary.safe_sql("CREATE TABLE later AS SELECT g AS id FROM generate_series(1, 30) g")
+    inc = physical_backup(dsn=primary.dsn, repo=repo, kind="incremental", pg=pg_bin, key_file=str(key),
+                          log=quiet).record  # fmt: skip
+    with primary.connect() as conn:
+        truth = fingerprint(conn)
+    assert full.options["streamed"] and inc.options["streamed"] and inc.parent == full.id
+    assert {f.name for f in inc.files} == {"backup_manifest", "base.tar.zst"}  # WAL inside base.tar
+    assert [p for p in (repo.root / "staging").rglob("*") if p.is_file()] == []
+    assert inc.size < full.size / 2
+    from backup_tools.lifecycle.verify import verify_backup
+
+    for done in (full, inc):  # `verify` reads the streamed layout (WAL inside base.tar) too
+        checked = verify_backup(repo, done, pg=pg_bin, key_file=str(key), log=quiet)
+        assert checked.ok, checked.problems
+    primary.safe_sql("INSERT INTO items VALUES (100000, 'after the last backup')")
+    result, got = restored_fingerprint(
+        make_cluster, repo, pg_bin, tmp_path, key_file=str(key), target=RecoveryTarget(immediate=True)
+    )
+    assert result.chain == (full.id, inc.id)
+    assert got.diff(truth) == []
+
+
+def test_encrypted_backup_of_postgres_15_is_streamed_and_restores(make_cluster, repo, tmp_path):
+    from backup_tools.security.keys import generate_key_file_text
+
+    if not (PG15 / "postgres").exists():
+        pytest.skip(f"PostgreSQL 15 binaries not installed at {PG15} (Debian package postgresql-15)")
+    pg15 = find_pg_bin(PG15)
+    old = make_cluster("old", pg=pg15)
+    old.init(has_archiving=True, archive_url=repo.url)
+    old.start()
+    old.safe_sql("CREATE TABLE items AS SELECT g AS id, 'row ' || g AS note FROM generate_series(1, 500) g")
+    key = tmp_path / "backup.key"
+    key.write_text(generate_key_file_text())
+    done = physical_backup(dsn=old.dsn, repo=repo, kind="full", pg=pg15, key_file=str(key), log=quiet).record
+    with old.connect() as conn:
+        truth = fingerprint(conn)
+    assert done.options["streamed"] and done.pg_version.startswith("15")
+    from backup_tools.lifecycle.verify import verify_backup
+
+    checked = verify_backup(repo, done, pg=pg15, key_file=str(key), log=quiet)  # tars scanned, WAL inside base.tar
+    assert checked.ok and "backup_manifest ok" in checked.checked, checked.problems
+    _, got = restored_fingerprint(make_cluster, repo, pg15, tmp_path, key_file=str(key),
+                                  target=RecoveryTarget(immediate=True))  # fmt: skip
+    assert got.diff(truth) == []
+
+
 def test_staging_left_by_a_killed_backup_is_removed_by_the_next_one(primary, repo, pg_bin):
     leftover = repo.root / "staging" / "20260101T000000Z-full-dead" / "data"
     leftover.mkdir(parents=True)
