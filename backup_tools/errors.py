@@ -1,7 +1,8 @@
 """One error hierarchy for backup_tools, a base per area; each error says what failed and what to do.
 
 Areas and exit codes: usage (2), repository (1), integrity (1), key (3), recovery (1), tool (1). Every error
-raised by backup_tools derives from one of these bases (docs/architecture.md, "Errors and exit codes").
+raised by backup_tools derives from one of these bases (docs/architecture.md, "Errors and exit codes"). A
+missing backup (BackupNotFound) is a repository error: the operation failed (1), the usage was fine.
 """
 
 
@@ -28,10 +29,6 @@ class VersionMismatch(UsageError):
     """A tool, server or repository has an incompatible PostgreSQL major version."""
 
 
-class BackupNotFound(UsageError):
-    """No backup matches the requested id or recovery target."""
-
-
 class ResidencyError(UsageError):
     """A repository is outside the allowed regions; nothing was written (fix the repository URL or the allowed list)."""
 
@@ -41,6 +38,10 @@ class ResidencyError(UsageError):
 
 class RepositoryError(BackupToolsError):
     """The backup repository is unreachable, locked or inconsistent."""
+
+
+class BackupNotFound(RepositoryError):
+    """No backup matches the requested id or recovery target (the operation failed: exit code 1, not usage)."""
 
 
 class DocumentMissing(RepositoryError):

@@ -12,7 +12,7 @@ from typing import Any
 
 from backup_tools.cli.common import add_key, add_pgbin, add_repo, add_verb, log, pg_for
 from backup_tools.config import load_pgdrill_section
-from backup_tools.errors import UsageError
+from backup_tools.errors import BackupNotFound
 from backup_tools.repo import open_repository
 
 
@@ -52,7 +52,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     else:
         chosen = [repo.read_catalog(args.backup)]
     if not chosen:
-        raise UsageError(f"no backup to verify in {repo.url}; take one with `backup-tools backup` or check --repo")
+        raise BackupNotFound(f"no backup to verify in {repo.url}; take one with `backup-tools backup` or check --repo")
     pg = pg_for(args)
     results = [
         verify_backup(repo, r, pg=pg, key_file=args.key_file, restore_test=args.restore_test, log=log) for r in chosen

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from backup_tools.cli.common import add_key, add_pgbin, add_repo, add_verb, log, pg_for
-from backup_tools.errors import UsageError
+from backup_tools.errors import BackupNotFound, UsageError
 from backup_tools.repo import open_repository
 from backup_tools.repo.base import Repository
 from backup_tools.restore.pitr import RecoveryTarget
@@ -82,7 +82,7 @@ def _restore_logical(args: argparse.Namespace, repo: Repository, target: Recover
         records = [r for r in repo.list_backups() if r.kind == "logical" and r.is_good]
         fitting = [r for r in records if r.stop_time and r.stop_time <= target.time]
         if not fitting:
-            raise UsageError(f"no logical backup finished before {target.time.isoformat()}; choose a later time")
+            raise BackupNotFound(f"no logical backup finished before {target.time.isoformat()}; choose a later time")
         chosen = fitting[-1]
     else:  # by id (a DONE logical one) or the newest
         chosen = find_logical_backup(repo, args.backup)

@@ -20,6 +20,7 @@ from typing import Any
 
 from backup_tools.catalog import BACKUPS, CATALOG_NAME, IDENTITY_KEY, WAL, BackupRecord
 from backup_tools.errors import (
+    BackupNotFound,
     BackupToolsError,
     EncryptionKeyError,
     IntegrityCheckFailed,
@@ -144,12 +145,12 @@ def select_backups(src: Repository, which: str) -> list[BackupRecord]:
         chosen = good
     elif which == "latest":
         if not good:
-            raise UsageError(f"no finished backup in {src.url} to copy; take one with `backup-tools backup`")
+            raise BackupNotFound(f"no finished backup in {src.url} to copy; take one with `backup-tools backup`")
         chosen = good[-1:]
     else:
         record = src.read_catalog(which)
         if not record.is_good:
-            raise UsageError(f"backup {which} in {src.url} is {record.status}, not DONE; copy a finished backup")
+            raise BackupNotFound(f"backup {which} in {src.url} is {record.status}, not DONE; copy a finished backup")
         chosen = [record]
     out: dict[str, BackupRecord] = {}
     for record in chosen:

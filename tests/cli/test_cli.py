@@ -134,10 +134,11 @@ def test_bad_inputs_exit_2_with_one_actionable_line_and_change_nothing(primary, 
     cli("backup", "--dsn", primary.dsn, "--repo", repo, "--kind", "full")
     repo_files = sorted(p.relative_to(tmp_path) for p in (tmp_path / "repo" / "backups").rglob("*"))
 
+    # a backup or recovery target the repository does not have: the operation failed (1), not the usage (2)
     done = cli(
         "restore", "--repo", repo, "--to", str(tmp_path / "x"), "--backup", "20990101T000000Z-full-dead", check=False
     )
-    assert done.returncode == 2
+    assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [
         "backup-tools restore: error: no backup '20990101T000000Z-full-dead' in the repository; "
         "run `backup-tools list` for the ids"
@@ -152,7 +153,7 @@ def test_bad_inputs_exit_2_with_one_actionable_line_and_change_nothing(primary, 
         "2001-01-01T00:00:00+00:00",
         check=False,
     )
-    assert done.returncode == 2 and "is before the oldest backup" in done.stderr
+    assert done.returncode == 1 and "is before the oldest backup" in done.stderr
     assert not (tmp_path / "y").exists() or not any((tmp_path / "y").iterdir())
     done = cli("restore", "--repo", repo, "--to", str(tmp_path / "z"), "--target-time", "yesterday", check=False)
     assert done.returncode == 2 and "invalid --target-time 'yesterday'" in done.stderr

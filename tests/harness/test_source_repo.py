@@ -83,6 +83,23 @@ def test_the_gate_keeps_its_backup_as_the_rollback_copy(make_origin, tmp_path):
     assert record["rpo_seconds"] is not None
 
 
+def test_the_gate_restores_without_owners_when_its_role_may_not_read_the_roles(make_origin, tmp_path):
+    origin = make_origin("production")
+    with origin.connect(dbname=APP_DB) as conn:  # a hardened server: role memberships are hidden from app roles
+        conn.execute("REVOKE SELECT ON pg_catalog.pg_auth_members FROM PUBLIC")
+    env = {"PGPASSFILE": str(origin.passfile)}
+    dsn = f"host=127.0.0.1 port={origin.port} dbname={APP_DB} user={OWNER}"
+    done, record = run_drill(tmp_path, "-m", "predeploy", "--dsn", dsn, select="test_predeploy and gate_backup_restores",
+                             env=env)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:]
+    notice = record["notes"]["roles"]
+    assert notice.startswith("roles not readable with this DSN") and "permission denied for table pg_auth_members" in notice
+    assert "restored with --no-owner --no-privileges" in notice and "ownership and GRANTs are not proven" in notice
+    assert record["outcome"] == "passed" and record["data_source"] == "team-database" and record["rto_seconds"] > 0
+    html = next(tmp_path.glob("report-*/report.html")).read_text()
+    assert "restored with --no-owner --no-privileges" in html  # the report shows it too, not only the JSON
+
+
 @pytest.mark.parametrize("option", ["--dsn", "--source-repo", "--gate-repo", "--source-dumps"])
 def test_an_empty_team_source_is_a_usage_error_before_anything_runs(option, tmp_path: Path):
     done, record = run_drill(tmp_path, "-m", "predeploy", option, "", select="gate_backup_restores")

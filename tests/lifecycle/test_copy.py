@@ -16,7 +16,7 @@ import psycopg
 import pytest
 
 from backup_tools.catalog import BackupRecord, FileEntry
-from backup_tools.errors import IntegrityCheckFailed, RepositoryError, UsageError
+from backup_tools.errors import BackupNotFound, IntegrityCheckFailed, RepositoryError, UsageError
 from backup_tools.lifecycle.offsite import STATUS_KEY, copy_backups, wal_to_copy
 from backup_tools.repo.base import FileRepository, ObjectInfo, Repository
 from backup_tools.repo.objects import store_object
@@ -181,12 +181,12 @@ def test_source_missing_an_object_is_a_clear_error(src, dst):
     assert dst.list_backups() == []
 
 
-def test_bad_choices_are_usage_errors(src, dst):
-    with pytest.raises(UsageError, match="no finished backup"):
+def test_bad_choices_are_usage_errors_and_missing_backups_operational_ones(src, dst):
+    with pytest.raises(BackupNotFound, match="no finished backup"):
         copy_backups(src, dst, backup="latest", log=quiet)
     fake_backup(src, "b1")
     src.write_catalog(src.read_catalog("b1").with_changes(status="FAILED"))
-    with pytest.raises(UsageError, match="FAILED, not DONE"):
+    with pytest.raises(BackupNotFound, match="FAILED, not DONE"):
         copy_backups(src, dst, backup="b1", log=quiet)
     with pytest.raises(UsageError, match="same repository"):
         copy_backups(src, FileRepository(src.root), backup="all", log=quiet)
@@ -226,7 +226,7 @@ def test_cli_copies_between_regions_and_exit_codes(s3: S3Service, s3_prefix: str
     keys = s3.client(s3.dr_region).list_objects_v2(Bucket=s3.dr_bucket, Prefix=s3_prefix)["Contents"]
     assert {k["Key"].removeprefix(s3_prefix + "/") for k in keys} >= {"backups/b1/base.tar.zst", f"wal/{SEG}2"}
     bad = cli("copy", "--repo", src_url, "--to-repo", dst_url, "--backup", "nope", env=s3.env())
-    assert bad.returncode == 2 and "no backup 'nope'" in bad.stderr
+    assert bad.returncode == 1 and "no backup 'nope'" in bad.stderr  # a missing backup: operational, exit 1
     down = cli("copy", "--repo", src_url, "--to-repo", dst_url, env=s3.env() | {"AWS_ENDPOINT_URL": closed_port_url()})
     assert down.returncode == 1 and len(down.stderr.strip().splitlines()) == 1
     assert "could not connect" in down.stderr
