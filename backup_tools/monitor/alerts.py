@@ -36,6 +36,7 @@ class Alert:
     checked_at: datetime
     checks: tuple[dict[str, Any], ...]
     ok_count: int = 0
+    details: str = ""  # the command that shows the details (default: `backup-tools check --repo REPO`)
 
     @property
     def subject(self) -> str:
@@ -58,7 +59,7 @@ class Alert:
             label = "RESOLVED" if self.event == "resolved" else "OK" if c.get("ok") else c["severity"].upper()
             lines.append(f"{label} {c['name']}: {c['message']}")
         lines += ["", f"checked at {self.checked_at.isoformat(timespec='seconds')}; {self.ok_count} check(s) ok",
-                  f"details: backup-tools check --repo {self.repo}"]  # fmt: skip
+                  f"details: {self.details or f'backup-tools check --repo {self.repo}'}"]  # fmt: skip
         return redact("\n".join(lines))
 
     def payload(self) -> dict[str, Any]:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import threading
+from collections.abc import Iterator
 
 import pytest
 
+from tests.monitor.test_alerts import WebhookServer
 from tests.support.repo_ops import run_cli
 
 pytestmark = pytest.mark.integration
@@ -37,6 +40,16 @@ def rds(s3, s3_prefix):
                           aws_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY", "testing"))  # fmt: skip
     tag = "t" + s3_prefix.rsplit("-", 1)[-1][:8]
     return client, region, env, tag
+
+
+@pytest.fixture
+def webhook() -> Iterator[WebhookServer]:
+    """A real local HTTP receiver recording every POST (the one the alert tests use)."""
+    server = WebhookServer()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server
+    server.shutdown()
+    server.server_close()
 
 
 def instance(client, name: str, **settings) -> None:
@@ -108,3 +121,34 @@ def test_replication_required_is_reported_and_other_providers_are_refused(rds, t
     assert refused.returncode == 2 and "cloud provider 'gcp-cloudsql' is not supported: only aws-rds" in refused.stderr
     config.write_text(f'[cloud]\nregions = ["{region}"]\n[cloud.expect]\nretention_days = 90\n')
     assert "RDS keeps automated backups 0..35 days" in run_cli("cloud-check", "--config", str(config), env=env).stderr
+
+
+def test_out_of_policy_settings_alert_the_configured_webhook(rds, webhook, tmp_path):
+    client, region, env, tag = rds
+    instance(client, f"{tag}-orders", BackupRetentionPeriod=14, PreferredBackupWindow="02:00-02:30",
+             StorageEncrypted=True, DeletionProtection=True)  # fmt: skip
+    instance(client, f"{tag}-legacy", BackupRetentionPeriod=1, PreferredBackupWindow="02:00-02:30",
+             StorageEncrypted=True, DeletionProtection=True)  # fmt: skip
+    config = tmp_path / "cloud.toml"
+    receiver = f'[monitor.webhook]\nurl = "{webhook.url}"\nretries = 0\n'
+    config.write_text(CONFIG.format(region=region, tag=tag).split("[cloud.resources")[0] + receiver)
+
+    done = run_cli("cloud-check", "--config", str(config), env=env)
+    assert done.returncode == 1, done.stderr
+    assert f"alert sent to webhook http://127.0.0.1:{webhook.server_address[1]}/…" in done.stderr
+    (doc,) = webhook.json()
+    assert doc["pgdrill"]["event"] == "failed" and doc["pgdrill"]["repo"] == f"aws-rds {region}"
+    assert [c["name"] for c in doc["pgdrill"]["checks"]] == [f"{region}/instance {tag}-legacy retention"]
+    assert "automated backups kept 1 d (at least 7 d expected)" in doc["text"]
+    assert f"backup-tools cloud-check --config {config}" in doc["text"] and "Xtoken42secret" not in doc["text"]
+
+    assert run_cli("cloud-check", "--config", str(config), "--no-alerts", env=env).returncode == 1
+    client.modify_db_instance(DBInstanceIdentifier=f"{tag}-legacy", BackupRetentionPeriod=7, ApplyImmediately=True)
+    assert run_cli("cloud-check", "--config", str(config), env=env).returncode == 0
+    assert len(webhook.requests) == 1  # neither --no-alerts nor an in-policy run sent anything
+
+    webhook.statuses = [404]  # a receiver that refuses: the findings stand, the exit code says delivery failed
+    client.modify_db_instance(DBInstanceIdentifier=f"{tag}-legacy", DeletionProtection=False, ApplyImmediately=True)
+    refused = run_cli("cloud-check", "--config", str(config), "--json", env=env)
+    assert refused.returncode == 1 and "alert delivery to webhook" in refused.stderr
+    assert json.loads(refused.stdout)["alerts"][0]["ok"] is False
