@@ -2,42 +2,26 @@
 backs up, archives, lists, verifies, checks (alerting a webhook), copies and restores; a watcher samples
 /proc/*/cmdline and /proc/*/environ of every process it may read every few milliseconds. Afterwards every
 output, log, JSON document, repository object, alert payload and /proc sample is searched for the password
-and the key (text and raw bytes): zero hits."""
+and the key (text and raw bytes): zero hits. A drill run (pytest drills, production-like world) is scanned the
+same way for every password and key it wrote: report, results, JUnit, evidence bundle, server logs, outputs."""
 
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
-import os
+import subprocess
+import sys
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 
 from backup_tools.security.keys import generate_key_file_text
+from tests.support.production import ROOT
 from tests.support.repo_ops import cli_ok, run_cli
+from tests.support.secretscan import ProcWatcher, files_under, hits, needles_of
 
 pytestmark = pytest.mark.integration
-
-
-class ProcWatcher(threading.Thread):
-    """Samples the command lines and environments of readable processes until stopped."""
-
-    def __init__(self, interval: float = 0.003):
-        super().__init__(daemon=True)
-        self.interval, self.samples, self.rounds, self.stop = interval, set(), 0, threading.Event()
-
-    def run(self) -> None:
-        while not self.stop.is_set():
-            for pid in (p for p in os.listdir("/proc") if p.isdigit()):
-                for what in ("cmdline", "environ"):
-                    with contextlib.suppress(OSError):
-                        self.samples.add(Path(f"/proc/{pid}/{what}").read_bytes())
-            self.rounds += 1
-            time.sleep(self.interval)
 
 
 def webhook_receiver() -> tuple[ThreadingHTTPServer, list[bytes]]:
@@ -128,3 +112,38 @@ def test_no_password_or_key_in_argv_environ_output_logs_reports_or_alerts(make_c
           f"({watcher.rounds} /proc rounds), {len(hits)} hits")  # fmt: skip
     assert hits == [], hits
     assert any(json.loads(b) for b in alerts)
+
+
+# Drills that between them write every kind of artifact with every kind of secret: the seeded world's passwords
+# (template superuser, app_owner, app_user) on copies, physical and logical restores (fresh scram clusters with their
+# own superuser passwords), the gate's stand-in and its pg_dumpall roles, and encryption keys.
+SCANNED_DRILLS = "crash_recovery or full-drop-table or logical-drop-table or wrong_encryption_key or gate"
+
+
+def test_no_password_or_key_in_anything_a_drill_run_writes(tmp_path):
+    base, report = tmp_path / "basetemp", tmp_path / "report"
+    watcher = ProcWatcher(interval=0.01, harvest_under=base)
+    watcher.start()
+    try:
+        done = subprocess.run([sys.executable, "-m", "pytest", "drills", "-k", SCANNED_DRILLS, "--scale", "0.05",
+                               "--basetemp", str(base), "--report-dir", str(report), "-p", "no:cacheprovider",
+                               "--history-file", str(tmp_path / "history.jsonl")],
+                              cwd=ROOT, capture_output=True, timeout=1200)  # fmt: skip
+    finally:
+        watcher.stop.set()
+        watcher.join()
+    assert done.returncode == 0, done.stdout.decode()[-3000:]
+    needles = needles_of(watcher.secret_files)
+    passwords = [what for what in needles.values() if what.startswith("a password")]
+    assert len(passwords) >= 5 and any("raw key" in what for what in needles.values()), needles.values()
+    written = files_under(report) | {f"basetemp/{k}": v for k, v in files_under(base).items()}
+    for kind in ("report.html", "drill-results.json", "junit.xml", "manifest.json", ".log"):
+        assert any(name.endswith(kind) for name in written), f"the run wrote no {kind}: the scan would prove nothing"
+    haystacks = written | {"pytest stdout": done.stdout, "pytest stderr": done.stderr}
+    haystacks |= {f"/proc sample {i}": s for i, s in enumerate(watcher.samples)}
+    found = hits(haystacks, needles)
+    planted = next(n for n, what in needles.items() if what.startswith("a password"))
+    assert hits({"planted": b"log line " + planted}, needles), "the scan does not find a password it was given"
+    print(f"secret scan of a drill run: {len(needles)} secrets ({len(passwords)} passwords), {len(haystacks)} files, "
+          f"outputs and /proc samples ({watcher.rounds} /proc rounds), {len(found)} hits")  # fmt: skip
+    assert found == [], found

@@ -31,6 +31,7 @@ from backup_tools.wal.lsn import find_gaps, parse_lsn, segment_name
 from fixtures.cluster import Cluster, backup_tools_command
 from fixtures.faultproxy import fault_proxy
 from tests.support.repo_ops import cli_ok, restore_fingerprint
+from tests.support.secretscan import ProcWatcher, files_under, hits, needles_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.soak]
 EVENTS = ("backup", "backup", "kill-backup", "s3-500-burst", "s3-hang-burst", "primary-crash", "two-backups")
@@ -88,13 +89,15 @@ def test_chaos_soak(request, s3, make_cluster, tmp_path):
     key.chmod(0o600)
     url = s3.repo_url(s3.primary_region, f"soak-{seed}-{random.SystemRandom().randrange(16**6):06x}")
     direct = {**s3.env(), "PGDRILL_KEY_FILE": str(key)}
+    watcher = ProcWatcher(interval=0.02, harvest_under=tmp_path)  # secret scan (issue 9 item 12): the soak's too
+    watcher.start()
     with fault_proxy(s3.endpoint) as proxy:
         env = {**direct, "AWS_ENDPOINT_URL": proxy.url, "PGDRILL_S3_TIMEOUT": "5"}
         penv = {**os.environ, **env}
         # the standby archives what it receives too (always): what the primary had not pushed when it died is not lost
         archive = {"archive_mode": "always", "archive_command": backup_tools_command("wal-push", "%p", "--repo", url)}
         primary = make_cluster("primary", env=env)
-        primary.init(has_archiving=True, archive_url=url)
+        primary.init(has_archiving=True, archive_url=url, password_auth=True)  # scram only: the passfile's password
         primary.start()
         primary.safe_sql("CREATE TABLE ledger (seq bigint PRIMARY KEY, at timestamptz DEFAULT clock_timestamp())")
         primary.backup("base")
@@ -162,9 +165,22 @@ def test_chaos_soak(request, s3, make_cluster, tmp_path):
     assert find_gaps(names) == {}, f"archived WAL has gaps (seed {seed})"
     restored = 0
     for b in {good[0]["id"]: good[0], good[-1]["id"]: good[-1]}.values():
-        got = restore_fingerprint(url, b["id"], tmp_path, pg=primary.pg, env=direct, immediate=False)
+        got = restore_fingerprint(url, b["id"], tmp_path, pg=primary.pg, env=direct, immediate=False,
+                                  passfile=primary.passfile)  # fmt: skip
         assert got.diff(truth) == [], f"{b['id']} restored to the end of WAL differs: {got.diff(truth)} (seed {seed})"
         restored += 1
+    watcher.stop.set()
+    watcher.join()
+    needles = needles_of(watcher.secret_files)
+    assert len([w for w in needles.values() if w.startswith("a password")]) >= 1 and key.read_bytes().strip() in needles
+    listed_objects = s3.client().get_paginator("list_objects_v2").paginate(
+        Bucket=s3.primary_bucket, Prefix=url.split("/", 3)[3] + "/")
+    catalogs = {o["Key"]: s3.client().get_object(Bucket=s3.primary_bucket, Key=o["Key"])["Body"].read()
+                for page in listed_objects for o in page.get("Contents", []) if o["Key"].endswith(".json")}  # fmt: skip
+    haystacks = files_under(tmp_path) | catalogs | {f"/proc sample {i}": b for i, b in enumerate(watcher.samples)}
+    found = hits(haystacks, needles)
+    assert found == [], f"secrets written by the soak: {found[:10]} (seed {seed})"
+    print(f"soak seed {seed}: secret scan of {len(haystacks)} files, catalogs and /proc samples: 0 hits")
     print(f"soak seed {seed}: {minutes:g} min, events {dict(sorted(outcomes.items()))}, faults injected "
           f"{sum(outcomes[e] for e in ('kill-backup', 's3-500-burst', 's3-hang-burst', 'primary-crash', 'two-backups', 'promotion'))}, "
           f"{len(writer.acked)} commits acknowledged, 0 lost ({writer.errors} writer errors), {len(good)} backups good "

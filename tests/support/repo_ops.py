@@ -72,15 +72,19 @@ def cli_ok(*args: str, env: dict[str, str] | None = None, timeout: float = 300) 
 
 
 def restore_fingerprint(url: str, backup: str, work: Path, *, pg: PgBin, env: dict[str, str] | None = None,
-                        immediate: bool = True, dbname: str = "postgres") -> Fingerprint:  # fmt: skip
-    """Restore a physical backup with the CLI into a new directory under work, start it, fingerprint dbname, stop it."""
+                        immediate: bool = True, dbname: str = "postgres",
+                        passfile: Path | None = None) -> Fingerprint:  # fmt: skip
+    """Restore a physical backup with the CLI into a new directory under work, start it, fingerprint dbname, stop it
+    (passfile: the origin's, when its copy takes password logins)."""
     data, port = work / f"restored-{backup}-{'imm' if immediate else 'end'}", free_port()
     sock = Path(tempfile.mkdtemp(prefix="pgdrill-r-"))  # unix socket paths are at most 107 bytes
     target = ["--target-immediate"] if immediate else []
     cli_ok("restore", "--repo", url, "--to", str(data), "--backup", backup, *target, "--start", "--port", str(port),
            "--socket-dir", str(sock), env=env)  # fmt: skip
     try:
-        with psycopg.connect(host=str(sock), port=port, user="postgres", dbname=dbname, autocommit=True) as conn:
+        login = {"passfile": str(passfile)} if passfile else {}
+        with psycopg.connect(host=str(sock), port=port, user="postgres", dbname=dbname, autocommit=True,
+                             **login) as conn:  # fmt: skip
             return fingerprint(conn)
     finally:
         subprocess.run([str(pg.tool("pg_ctl")), "-D", str(data), "-m", "immediate", "-w", "stop"],
