@@ -30,8 +30,8 @@ class Db:
 
     @property
     def dsn(self) -> str:
-        """A password-less DSN over the unix socket."""
-        return f"host={self.cluster.socket_dir} port={self.cluster.port} dbname={self.name} user=postgres"
+        """A DSN over the unix socket; the superuser's password comes from the cluster's passfile, never the DSN."""
+        return self.cluster.dsn_for(self.name)
 
     def connect(self) -> psycopg.Connection:
         """An autocommit connection."""
@@ -58,10 +58,10 @@ class Db:
 
 @pytest.fixture(scope="module")
 def server(pg_bin, tmp_path_factory) -> Iterator[Cluster]:
-    """A started PG cluster holding a seeded template database."""
+    """A started PG cluster (scram logins only, like the drills' world) holding a seeded template database."""
     cluster = Cluster("logical", pg=pg_bin, base_dir=tmp_path_factory.mktemp("logical"))
     try:
-        cluster.init()
+        cluster.init(password_auth=True)
         cluster.start()
         cluster.safe_sql(f"CREATE DATABASE {TEMPLATE}")
         with cluster.connect(dbname=TEMPLATE) as conn:
