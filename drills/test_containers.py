@@ -1,5 +1,8 @@
 """The same drills with every server in a container of the team's image (--image; restores into --restore-image).
 
+The restore test of pg_dump files (--source-dumps, or the stand-in's nightly dump) restores into a fresh container
+of --restore-image, so the dump meets the image's roles and extensions.
+
 Each test runs the drill body of its module unchanged; only the clusters differ (fixtures.clusters.make_cluster
 makes containers for tests marked `container`). `full`: the primary archives into its container, the suite drains
 that to the repository with the host's backup-tools, pg_basebackup runs from the host over TCP, and the restored data
@@ -11,8 +14,13 @@ import pytest
 from drills import test_accidental_deletion as deletion
 from drills import test_complete_loss as loss
 from drills import test_predeploy as predeploy
+from drills import test_restore_test_dumps as dumps
+from drills.test_restore_test_dumps import dump_source  # noqa: F401 (the fixture: --source-dumps, or a stand-in)
 
 pytestmark = pytest.mark.container
+SYNC_REFUSED = ("sync-streaming is not offered in containers: the container's world is seeded over SQL after the "
+                "image's initdb, and with synchronous_standby_names set from its start every seeding commit waits for "
+                "a synchronous standby (the host's pg_receivewal) that attaches only after seeding; run it on the host")
 
 
 @pytest.fixture(autouse=True)
@@ -32,6 +40,9 @@ def in_containers(drill, body, *args):
 
 @pytest.mark.drill("accidental-deletion")
 @pytest.mark.parametrize(("method", "harm"), [pytest.param("full", deletion.DROP, id="full-drop-table"),
+                                              pytest.param("incremental", deletion.DROP, id="incremental-drop-table"),
+                                              pytest.param("sync-streaming", deletion.DROP, id="sync-streaming-drop-table",
+                                                           marks=pytest.mark.skip(reason=SYNC_REFUSED)),
                                               pytest.param("logical", deletion.DROP, id="logical-drop-table")],
                          indirect=["method"])  # fmt: skip
 def test_restore_to_just_before_the_harmful_commit(protected_primary, method, drill, harm, tmp_path):
@@ -55,3 +66,9 @@ def test_rebuild_from_the_offsite_repository(protected_primary, method, drill):
 @pytest.mark.drill("predeploy-rollback", method="gate")
 def test_deploy_gate_backup_restores(request, make_method, drill, pg_bin):
     in_containers(drill, predeploy.test_deploy_gate_backup_restores, request, make_method, drill, pg_bin)
+
+
+@pytest.mark.drill("restore-test", method="source-dumps")
+def test_restore_the_teams_dumps(pytestconfig, dump_source, drill, make_cluster, pg_bin, tmp_path):  # noqa: F811
+    in_containers(drill, dumps.test_restore_the_teams_dumps, pytestconfig, dump_source, drill, make_cluster, pg_bin,
+                  tmp_path)  # fmt: skip
