@@ -109,7 +109,7 @@ def make_method(make_cluster: Callable[..., Cluster], pg_bin: PgBin, drill: Dril
     made: list[Method] = []
 
     def factory(name: str, *, where: str = "file", endpoint: str | None = None, prefix: str | None = None,
-                repo_url: str | None = None, env: dict[str, str] | None = None) -> Method:  # fmt: skip
+                repo_url: str | None = None, env: dict[str, str] | None = None, label: str | None = None) -> Method:  # fmt: skip
         reason = method_unavailable(name, pg_bin)
         if reason:
             pytest.skip(reason)
@@ -122,8 +122,8 @@ def make_method(make_cluster: Callable[..., Cluster], pg_bin: PgBin, drill: Dril
                 env | s3.env(where) | ({"AWS_ENDPOINT_URL": endpoint} if endpoint else {}),
             )
         work = tmp_path / f"method-{len(made) + 1}"
-        made.append(METHODS[name](pg=pg_bin, make_cluster=make_cluster, repo_dir=work, phase=drill.phase,
-                                  repo_url=repo_url, env=env))  # fmt: skip
+        made.append(METHODS[name](pg=pg_bin, make_cluster=make_cluster, repo_dir=work, recorder=drill.recorder,
+                                  label=label, repo_url=repo_url, env=env))  # fmt: skip
         return made[-1]
 
     yield factory
@@ -132,16 +132,12 @@ def make_method(make_cluster: Callable[..., Cluster], pg_bin: PgBin, drill: Dril
 
 
 @pytest.fixture
-def method(request: pytest.FixtureRequest, make_method: Callable[..., Method], drill: Drill) -> Method:
+def method(request: pytest.FixtureRequest, make_method: Callable[..., Method]) -> Method:
     """The method named by the test's indirect `method` parameter ("full", or "full@s3" for the primary S3 region)."""
     name, _, where = request.param.partition("@")
     if where == "s3":
         where = request.getfixturevalue("s3").primary_region
-    instance = make_method(name, where=where or "file")
-    drill.use(instance)
-    if where != "file" and where:
-        drill.method = request.param
-    return instance
+    return make_method(name, where=where or "file", label=request.param)
 
 
 @pytest.fixture

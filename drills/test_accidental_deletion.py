@@ -63,7 +63,6 @@ def test_table_level_restore_from_logical_backup(protected_primary, method, dril
     # Given a seeded primary with a logical backup, the ticker committing, and the truth before the harm
     primary = protected_primary
     truth = drill.snapshot(primary)
-    drill.method = "logical-table-restore"
 
     # When the harmful statement commits, and the application keeps writing
     drill.inject_sql(primary, harm)

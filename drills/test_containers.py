@@ -6,7 +6,8 @@ of --restore-image, so the dump meets the image's roles and extensions.
 Each test runs the drill body of its module unchanged; only the clusters differ (fixtures.clusters.make_cluster
 makes containers for tests marked `container`). `full`: the primary archives into its container, the suite drains
 that to the repository with the host's backup-tools, pg_basebackup runs from the host over TCP, and the restored data
-directory and its WAL are copied into a new container that recovers from them.
+directory and its WAL are copied into a new container that recovers from them. The records name the method with an
+`@container` suffix (the drill fixture adds it for tests marked `container`), apart from host drills in the history.
 """
 
 import pytest
@@ -30,14 +31,6 @@ def container_note(container_provider, drill):
                                 "restore_image": container_provider.images[container_provider.restore_image].describe()}  # fmt: skip
 
 
-def in_containers(drill, body, *args):
-    """Run a drill body; its record's method gets an @container suffix, apart from host drills in the history."""
-    try:
-        body(*args)
-    finally:
-        drill.method = f"{drill.method}@container"
-
-
 @pytest.mark.drill("accidental-deletion")
 @pytest.mark.parametrize(("method", "harm"), [pytest.param("full", deletion.DROP, id="full-drop-table"),
                                               pytest.param("incremental", deletion.DROP, id="incremental-drop-table"),
@@ -46,29 +39,28 @@ def in_containers(drill, body, *args):
                                               pytest.param("logical", deletion.DROP, id="logical-drop-table")],
                          indirect=["method"])  # fmt: skip
 def test_restore_to_just_before_the_harmful_commit(protected_primary, method, drill, harm, tmp_path):
-    in_containers(drill, deletion.test_restore_to_just_before_the_harmful_commit, protected_primary, method, drill, harm, tmp_path)
+    deletion.test_restore_to_just_before_the_harmful_commit(protected_primary, method, drill, harm, tmp_path)
 
 
 @pytest.mark.drill("accidental-deletion", method="logical-table-restore")
 @pytest.mark.parametrize("method", ["logical"], indirect=True)
 @pytest.mark.parametrize(("harm", "table"), [pytest.param(deletion.DROP, "documents", id="drop-table")])
 def test_table_level_restore_from_logical_backup(protected_primary, method, drill, harm, table):
-    in_containers(drill, deletion.test_table_level_restore_from_logical_backup, protected_primary, method, drill, harm, table)
+    deletion.test_table_level_restore_from_logical_backup(protected_primary, method, drill, harm, table)
 
 
 @pytest.mark.drill("complete-loss")
 @pytest.mark.parametrize("method", ["logical@s3"], indirect=True)
 def test_rebuild_from_the_offsite_repository(protected_primary, method, drill):
-    in_containers(drill, loss.test_rebuild_from_the_offsite_repository, protected_primary, method, drill)
+    loss.test_rebuild_from_the_offsite_repository(protected_primary, method, drill)
 
 
 @pytest.mark.predeploy
 @pytest.mark.drill("predeploy-rollback", method="gate")
 def test_deploy_gate_backup_restores(request, make_method, drill, pg_bin):
-    in_containers(drill, predeploy.test_deploy_gate_backup_restores, request, make_method, drill, pg_bin)
+    predeploy.test_deploy_gate_backup_restores(request, make_method, drill, pg_bin)
 
 
 @pytest.mark.drill("restore-test", method="source-dumps")
 def test_restore_the_teams_dumps(pytestconfig, dump_source, drill, make_cluster, pg_bin, tmp_path):  # noqa: F811
-    in_containers(drill, dumps.test_restore_the_teams_dumps, pytestconfig, dump_source, drill, make_cluster, pg_bin,
-                  tmp_path)  # fmt: skip
+    dumps.test_restore_the_teams_dumps(pytestconfig, dump_source, drill, make_cluster, pg_bin, tmp_path)

@@ -27,7 +27,7 @@ def test_deleted_documents_are_restored_from_the_bucket_backup(seeded_cluster, m
         client.put_object(Bucket=bucket, Key=f"{prefix}/{key}", Body=hashlib.sha256(key.encode()).digest() * 64)
         written.append(Tick(seq, datetime.now(UTC)))
     tool = make_method("logical", env=s3.env())
-    drill.backups, truth = tool, drill.snapshot(primary)
+    truth = drill.snapshot(primary)
     tool.backup_tools("storage", "backup", "--source", source, "--repo", tool.repo_url, "--name", "documents")
     backed_up_at = datetime.now(UTC)
 

@@ -53,8 +53,6 @@ def test_deploy_gate_backup_restores(request, make_method, drill, pg_bin):
     if config.getoption("dsn"):
         drill.set_source(TEAM_DATABASE, kind="dsn", location=dsn)
     gate = make_method("logical", repo_url=config.getoption("gate_repo"))
-    drill.use(gate)
-    drill.method = "gate"
 
     # When a fresh logical backup of it is taken (pg_dump reads in one snapshot; nothing is written there),
     # with its roles (pg_dumpall --roles-only) when the DSN's role may read them

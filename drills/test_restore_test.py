@@ -51,7 +51,6 @@ def verify_against_manifest(cluster):
 @pytest.mark.drill("restore-test", method="source-repo")
 def test_restore_the_teams_backup(pytestconfig, source, drill, make_method):
     # Given the source repository's catalog, and the backup to test: latest, random or a given id
-    drill.backups, drill.method = source, "source-repo"
     before = {key: source.repo.stat(key) for key in source.repo.list("")}
     records = [r for r in source.repo.list_backups() if r.is_good]
     assert records, f"no finished backup in {source.repo_url}"
@@ -67,8 +66,7 @@ def test_restore_the_teams_backup(pytestconfig, source, drill, make_method):
     drill.mark_failure()
     read_only = source.env | {"PGDRILL_AUDIT": "off"}  # no audit line in the team's repository: it stays read-only
     restorer = make_method("logical" if chosen.kind == "logical" else "full", repo_url=source.repo_url, env=read_only)
-    restorer.taken[:], restorer.chosen, drill.backups = [chosen.id], chosen.id, restorer
-    restorer.commands = source.commands
+    restorer.taken[:], restorer.chosen = [chosen.id], chosen.id
     if chosen.kind == "logical":
         restored = restorer.restore("restore-test")
     else:

@@ -8,7 +8,7 @@ from backup_tools.restore.pitr import RecoveryTarget
 from backup_tools.units import format_bytes
 from fixtures.drill import Drill, first_error_line, parse_size, project_rto
 from fixtures.measure import Phase, RpoMeasurement
-from fixtures.methods import FullBackup, target_args
+from fixtures.methods import FullBackup, SyncStreaming, target_args
 from fixtures.targets import Target
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -68,11 +68,40 @@ def test_rpo_target_in_seconds_is_compared_as_time():
 
 
 def test_method_opens_its_repository_once_and_restores_a_chosen_backup(tmp_path):
-    method = FullBackup(pg=None, make_cluster=None, repo_dir=tmp_path / "repo", phase=None)  # type: ignore[arg-type]
+    method = FullBackup(pg=None, make_cluster=None, repo_dir=tmp_path / "repo")  # type: ignore[arg-type]
     assert method.repo is method.repo and method.repo.url == f"file://{tmp_path / 'repo'}"
     assert method.restore_args() == []
     method.chosen = "b1"
     assert method.restore_args() == ["--backup", "b1"]
+
+
+def test_a_method_writes_into_its_drill_record_and_the_drill_never_calls_it(tmp_path):
+    drill = Drill("complete-loss", None, Target("complete-loss", timedelta(hours=1), timedelta(minutes=5)),
+                  test_id="full@s3-x")  # fmt: skip
+    assert drill.method == "full@s3-x" and drill.notes == {}
+    method = FullBackup(pg=None, make_cluster=None, repo_dir=tmp_path / "r", recorder=drill.recorder,  # type: ignore[arg-type]
+                        label="full@s3")  # fmt: skip
+    assert drill.method == "full@s3" and drill.method_backups == [] and drill.target.max_lost_commits is None
+    with method.phase("fetch", size_bytes=10):
+        pass
+    assert [p.name for p in drill.stopwatch.phases] == ["fetch"] and drill.phase_bytes == {"fetch": 10}
+    assert method.backup_size() == 0 and drill.method_backups == []  # nothing taken: the record lists no backup
+    method.recorder.command(["backup-tools", "list"])
+    assert drill.method_commands == [["backup-tools", "list"]]
+    SyncStreaming(pg=None, make_cluster=None, repo_dir=tmp_path / "s", recorder=drill.recorder)  # type: ignore[arg-type]
+    assert drill.target.max_lost_commits == 0 and drill.method == "sync-streaming"
+    labelled = Drill("x", "gate", drill.target, method_name="logical", variant="@container")
+    assert labelled.method == "gate@container"  # the marker's method= names the record; containers add a suffix
+
+
+def test_the_drill_record_knows_no_method():
+    import ast
+    from pathlib import Path
+
+    source = Path(__file__).resolve().parents[2] / "fixtures" / "drill.py"
+    names = {n.id for n in ast.walk(ast.parse(source.read_text())) if isinstance(n, ast.Name)}
+    imported = {n.module for n in ast.walk(ast.parse(source.read_text())) if isinstance(n, ast.ImportFrom)}
+    assert "fixtures.methods" not in imported and not {"Method", "METHODS"} & names
 
 
 def test_the_reason_is_the_first_real_error_line_after_the_failing_command():

@@ -3,15 +3,17 @@ passfile, data in `app` owned by app_owner beside an auth schema; copies and res
 
 from __future__ import annotations
 
-import contextlib
 import stat
+from datetime import timedelta
 
 import psycopg
 import pytest
 
 from fixtures.cluster import Cluster
+from fixtures.drill import Drill
 from fixtures.methods import FullBackup, LogicalDump
 from fixtures.origin import APP_DB, OWNER, SECOND_DB, USER, build_seeded_world
+from fixtures.targets import Target
 from fixtures.truth import take_truth
 from tests.support.secretscan import passwords_of
 
@@ -81,8 +83,8 @@ def test_a_copy_of_the_template_is_reached_with_a_copy_of_its_passfile(make_clus
 
 @pytest.mark.parametrize("method", [FullBackup, LogicalDump], ids=["full", "logical"])
 def test_a_restore_keeps_rls_function_trigger_and_every_database(make_cluster, pg_bin, tmp_path, method):
-    tool = method(pg=pg_bin, make_cluster=make_cluster, repo_dir=tmp_path / "repo",
-                  phase=lambda *a, **k: contextlib.nullcontext())  # fmt: skip
+    record = Drill("world", None, Target("world", timedelta(hours=1), timedelta(minutes=5)))
+    tool = method(pg=pg_bin, make_cluster=make_cluster, repo_dir=tmp_path / "repo", recorder=record.recorder)
     primary = world(make_cluster, **tool.primary_config())
     truth = take_truth(primary.connect, primary.dbname)
     tool.protect(primary)
@@ -98,5 +100,5 @@ def test_a_restore_keeps_rls_function_trigger_and_every_database(make_cluster, p
     restored.safe_sql("DROP POLICY tenant_isolation ON auth.users")
     lost = take_truth(restored.connect, restored.dbname).diff(truth)
     assert any("RLS policy auth.users.tenant_isolation missing" in line for line in lost), lost
-    assert any(cmd[:2] == ["backup-tools", "backup"] for cmd in tool.commands)
-    assert not any("password" in arg for cmd in tool.commands for arg in cmd)
+    assert any(cmd[:2] == ["backup-tools", "backup"] for cmd in record.method_commands)
+    assert not any("password" in arg for cmd in record.method_commands for arg in cmd)
