@@ -214,12 +214,16 @@ def main() -> int:
     if os.geteuid() == 0:  # PostgreSQL refuses root: the measuring runs as the suite's unprivileged user
         for tree in ("backup_tools", "bench", "fixtures"):  # byte-code it cannot write would be compiled every start
             subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / tree)], check=False)
-        child = subprocess.run(["runuser", "-u", "pgdrill", "--", sys.executable, "-m", "bench", *sys.argv[1:],
-                                "--no-append"], cwd=ROOT, stdout=subprocess.PIPE, text=True,
-                               env={**os.environ, "PGDRILL_BENCH_COMMAND": command})  # fmt: skip
-        print(child.stdout, end="")
-        if child.returncode == 0 and not args.no_append:
-            append(child.stdout)
+        child = subprocess.Popen(["runuser", "-u", "pgdrill", "--", sys.executable, "-m", "bench", *sys.argv[1:],
+                                  "--no-append"], cwd=ROOT, stdout=subprocess.PIPE, text=True,
+                                 env={**os.environ, "PGDRILL_BENCH_COMMAND": command})  # fmt: skip
+        lines = []
+        assert child.stdout is not None
+        for line in child.stdout:  # sections as they are measured
+            print(line, end="", flush=True)
+            lines.append(line)
+        if child.wait() == 0 and not args.no_append:
+            append("".join(lines))
         return child.returncode
     command = os.environ.get("PGDRILL_BENCH_COMMAND", command)
 
@@ -229,9 +233,15 @@ def main() -> int:
     began = time.monotonic()
     started = datetime.now(UTC)
     pg = find_pg_bin()
-    out = [f"## `{command}` ({started:%Y-%m-%d %H:%M} UTC)", "",
+    out: list[str] = []
+
+    def emit(*lines: str) -> None:  # each section is printed as soon as it is measured (a long run shows progress)
+        out.extend(lines)
+        print("\n".join(lines), flush=True)
+
+    emit(f"## `{command}` ({started:%Y-%m-%d %H:%M} UTC)", "",
            f"Machine: {machine()}; load average at the start {os.getloadavg()[0]:.1f} "
-           f"(1/5/15 min: {' / '.join(f'{x:.1f}' for x in os.getloadavg())}).", ""]  # fmt: skip
+         f"(1/5/15 min: {' / '.join(f'{x:.1f}' for x in os.getloadavg())}).", "")  # fmt: skip
     base = Path(tempfile.mkdtemp(prefix="pgdrill-bench-all-"))
     measured: dict[int, object] = {}
     try:
@@ -242,25 +252,29 @@ def main() -> int:
             m = measure(bins, scale=args.scale, reps=args.rounds, variants=ALL, work=base / f"raw{n}", log=log)
             if n == 0:
                 measured[args.scale] = m
-            out += [f"### Raw tools vs backup-tools, PostgreSQL {bins.version} ({source}), pgbench scale {args.scale} "
-                    f"({m.size}); {args.rounds} rounds, load {min(m.loads):.1f}-{max(m.loads):.1f}", "", table(m), "",
-                    "| comparison (medians) | ratio |", "| --- | ---: |"]  # fmt: skip
-            out += [f"| {what} | {ratio:.2f}x |" for what, ratio in ratios(m)] + [""]
+            emit(f"### Raw tools vs backup-tools, PostgreSQL {bins.version} ({source}), pgbench scale {args.scale} "
+                 f"({m.size}); {args.rounds} rounds, load {min(m.loads):.1f}-{max(m.loads):.1f}", "", table(m), "",
+                 "| comparison (medians) | ratio |", "| --- | ---: |",
+                 *[f"| {what} | {ratio:.2f}x |" for what, ratio in ratios(m)], "")  # fmt: skip
         if "dd" not in skip:
             log("disk limit (dd O_DIRECT)")
             size = measured[args.scale].size_bytes if args.scale in measured else 600 * MB  # type: ignore[attr-defined]
             (base / "dd").mkdir()
-            out += ["### The disk limit", "", *dd_limit(base / "dd", size, args.rounds), ""]
+            emit("### The disk limit", "", *dd_limit(base / "dd", size, args.rounds), "")
         if "pgbackrest" in skip or "pgbackrest" in why:
-            out += ["### pgBackRest", "", f"Skipped: {why.get('pgbackrest', '--skip pgbackrest')}.", ""]
+            emit("### pgBackRest", "", f"Skipped: {why.get('pgbackrest', '--skip pgbackrest')}.", "")
         else:
             log("pgBackRest vs backup-tools (PostgreSQL 15)")
             (base / "br").mkdir()
-            out += ["### pgBackRest vs backup-tools", "", *pgbackrest_vs_ours(args.scale, args.rounds, base / "br"), ""]
+            emit("### pgBackRest vs backup-tools", "", *pgbackrest_vs_ours(args.scale, args.rounds, base / "br"), "")
         if "s3" not in skip:
             log("S3 upload: seam vs boto3 (moto server)")
-            out += ["### S3 upload: repository seam vs plain boto3 (moto server)", "",
-                    *s3_vs_boto3(args.s3_scale, args.rounds), ""]  # fmt: skip
+            emit(
+                "### S3 upload: repository seam vs plain boto3 (moto server)",
+                "",
+                *s3_vs_boto3(args.s3_scale, args.rounds),
+                "",
+            )
         scales = [int(s) for s in args.growth.split(",") if s.strip()] if "growth" not in skip else []
         if scales:
             points: dict[str, list[tuple[float, float]]] = {}
@@ -283,15 +297,13 @@ def main() -> int:
             for step, pts in points.items():
                 fixed, rate = fit(pts)
                 rows.append(f"| {step} | {fixed:.2f} | {rate:.0f} |")
-            out += [f"### Growth (PostgreSQL {pg.version}, {args.rounds} rounds each, medians)", "", *rows, ""]
+            emit(f"### Growth (PostgreSQL {pg.version}, {args.rounds} rounds each, medians)", "", *rows, "")
     finally:
         shutil.rmtree(base, ignore_errors=True)
     minutes = (time.monotonic() - began) / 60
-    out += [f"Run took {minutes:.0f} min; load average at the end {os.getloadavg()[0]:.1f}.", ""]
-    text = "\n".join(out)
-    print(text)
+    emit(f"Run took {minutes:.0f} min; load average at the end {os.getloadavg()[0]:.1f}.", "")
     if not args.no_append:
-        append(text)
+        append("\n".join(out))
     return 0
 
 
