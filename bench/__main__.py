@@ -209,7 +209,7 @@ def main() -> int:
     parser.add_argument("--no-append", action="store_true", help="print only; leave BENCHMARKS.md alone")
     args = parser.parse_args()
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
-    command = "python -m bench " + " ".join(sys.argv[1:])
+    command = " ".join(["python -m bench", *sys.argv[1:]])
     why = ensure_packages(skip)
     if os.geteuid() == 0:  # PostgreSQL refuses root: the measuring runs as the suite's unprivileged user
         for tree in ("backup_tools", "bench", "fixtures"):  # byte-code it cannot write would be compiled every start
