@@ -107,7 +107,7 @@ def start_production(pg: PgBin, base: Path, *, configure: Callable[[Cluster], di
     return Production(cluster, passfile)
 
 
-def run_drill(tmp_path: Path, *args: str, env: dict[str, str] | None = None, select: str = "restore_the_teams_dumps",
+def run_drill(tmp_path: Path, *args: str, env: dict[str, str] | None = None, select: str = "restore_the_teams_dumps and not test_containers",
               ) -> tuple[subprocess.CompletedProcess, dict]:  # fmt: skip
     """`pytest drills -k SELECT ARGS` in a fresh process, as README says to run it; its output and the drill's record."""
     report = tmp_path / f"report-{len(list(tmp_path.glob('report-*')))}"
