@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from html import escape
-from typing import Any
+from pathlib import Path
+from typing import Any, BinaryIO
 
+from backup_tools.errors import UsageError
 from backup_tools.monitor.history import stale_scenarios
 from reports.charts import trend_svg
 
@@ -88,3 +90,12 @@ def render_history(
         f"<h3>Drill staleness: scenarios not passed within {stale_after.days} days</h3>{stale_html}"
         f'<div class="pgdrill-trends">{"".join(charts)}</div></section>'
     )
+
+
+def open_history(path: Path) -> BinaryIO:
+    """The drill history file opened for appending (its folder created)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path.open("a+b")
+    except OSError as e:
+        raise UsageError(f"cannot open the drill history {path}: {e.strerror}; pass --history-file") from e

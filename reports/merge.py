@@ -17,7 +17,7 @@ from backup_tools.security.evidence import MANIFEST, SIGNATURE, verify_bundle
 from reports import evidence
 from reports.controls import SCENARIOS, render_compliance
 from reports.details import render_details
-from reports.history import render_history
+from reports.history import open_history, render_history
 from reports.render import render_summary, why
 
 RESULTS = "drill-results.json"
@@ -180,15 +180,6 @@ def merge(paths: list[Path], *, out: Path, history_path: Path, key_path: str | N
                                                  history_path=history_path, stale_after=timedelta(days=stale_days),
                                                  last=history_runs))  # fmt: skip
     return records, evidence.finish_bundle(out, run_id=run_id, key=key, archive=archive)
-
-
-def open_history(path: Path) -> Any:
-    """The history file opened for appending (its folder created)."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return path.open("a+b")
-    except OSError as e:
-        raise UsageError(f"cannot open the drill history {path}: {e.strerror}; pass --history-file") from e
 
 
 def summary_lines(records: list[dict[str, Any]], bundle: evidence.Bundle) -> list[str]:

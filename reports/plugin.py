@@ -21,6 +21,7 @@ from backup_tools.pg.run import redact
 from fixtures.drill import FAULT_DETECTION, RECOVERY, SYNTHETIC, drill_key, targets_key
 from reports import evidence
 from reports.controls import SCENARIOS, render_compliance
+from reports.history import open_history
 from reports.records import build_record, copy_logs, log_sources, relevant_lines
 from reports.render import drill_line, header_cells, render_summary, row_cells, why
 
@@ -111,7 +112,7 @@ def pytest_configure(config: pytest.Config) -> None:
     try:
         run.signing_key = evidence.load_signing_key(config.getoption("evidence_key", None))
         if os.geteuid() == 0:  # the process may drop to an unprivileged user next: keep an open handle
-            run.history = _open_history(history_path)
+            run.history = open_history(history_path)
     except BackupToolsError as e:
         raise pytest.UsageError(str(e)) from e
     run.git_commit = git_commit(root)
@@ -136,14 +137,6 @@ def _may_run_drills(config: pytest.Config) -> bool:
         if not path.exists() or path == drills or drills in path.parents or path in drills.parents:
             return True
     return False
-
-
-def _open_history(path: Path) -> BinaryIO:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return path.open("a+b")
-    except OSError as e:
-        raise BackupToolsError(f"cannot open the drill history {path}: {e.strerror}; pass --history-file") from e
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -359,7 +352,7 @@ def _write_results(run: Run) -> None:
         return
     ran = [{**r, "finished_at": finished} for r in run.records]
     try:
-        with run.history or _open_history(run.history_path) as handle:
+        with run.history or open_history(run.history_path) as handle:
             append_history(handle, ran)
             handle.seek(0)
             history = parse_history(handle.read().decode(errors="replace"))

@@ -13,8 +13,9 @@ import json
 import logging
 import os
 import tarfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Literal, TypeVar
@@ -31,6 +32,7 @@ from backup_tools.backup.tar import untar
 from backup_tools.catalog import BACKUPS, BackupRecord
 from backup_tools.errors import ConnectionFailed, IntegrityCheckFailed, ToolFailed, UsageError, VersionMismatch
 from backup_tools.pg.bin import PgBin
+from backup_tools.pg.conninfo import libpq_env
 from backup_tools.pg.run import check_tool_version, run, run_pipeline
 from backup_tools.repo.base import Repository
 from backup_tools.repo.objects import Sealing, open_object
@@ -164,18 +166,8 @@ def run_basebackup(
         args += ["--incremental", incremental_manifest]
     if not sync:
         args.append("--no-sync")
-    from backup_tools.pg.conninfo import libpq_env
-
-    with libpq_env(dsn) as env:
-        try:
-            run(args, env=env, timeout=None)
-        except ToolFailed as e:
-            if "WAL summar" in str(e):
-                raise UsageError(
-                    f"{e}; the server has no WAL summaries since the parent backup (summarize_wal was off, or "
-                    "wal_summary_keep_time expired): take a --kind full backup"
-                ) from e
-            raise
+    with _basebackup_env(dsn) as env:
+        run(args, env=env, timeout=None)
 
 
 def stream_basebackup(
@@ -196,11 +188,16 @@ def stream_basebackup(
     ]  # fmt: skip
     if incremental_manifest is not None:
         args += ["--incremental", incremental_manifest]
-    from backup_tools.pg.conninfo import libpq_env
+    with _basebackup_env(dsn) as env:
+        return run_pipeline([args], consumer=consumer, env=env).value
 
+
+@contextmanager
+def _basebackup_env(dsn: str) -> Iterator[dict[str, str | None]]:
+    """libpq's environment for dsn around a pg_basebackup run; a lack of WAL summaries says to take a full backup."""
     with libpq_env(dsn) as env:
         try:
-            return run_pipeline([args], consumer=consumer, env=env).value
+            yield env
         except ToolFailed as e:
             if "WAL summar" in str(e):
                 raise UsageError(
