@@ -129,13 +129,19 @@ def test_plain_format_backup_restores(primary, repo, pg_bin, make_cluster, tmp_p
     assert got.diff(truth) == []
 
 
-def test_incremental_on_postgres_15_is_a_clear_error(make_cluster, repo):
+@pytest.fixture
+def pg15_primary(make_cluster, repo):
+    """A started PostgreSQL 15 cluster archiving into repo (Debian's postgresql-15), or a skip saying it is missing."""
     if not (PG15 / "postgres").exists():
         pytest.skip(f"PostgreSQL 15 binaries not installed at {PG15} (Debian package postgresql-15)")
-    pg15 = find_pg_bin(PG15)
-    old = make_cluster("old", pg=pg15)
+    old = make_cluster("old", pg=find_pg_bin(PG15))
     old.init(has_archiving=True, archive_url=repo.url)
     old.start()
+    return old
+
+
+def test_incremental_on_postgres_15_is_a_clear_error(pg15_primary, repo):
+    old, pg15 = pg15_primary, pg15_primary.pg
     before = snapshot(repo.root)
     with pytest.raises(VersionMismatch, match=r"incremental backups need PostgreSQL 17 or later, the server runs 15"):
         physical_backup(dsn=old.dsn, repo=repo, kind="incremental", pg=pg15, log=quiet)
@@ -282,15 +288,10 @@ def test_encrypted_incremental_chain_is_streamed_without_staging_and_restores(pr
     assert got.diff(truth) == []
 
 
-def test_encrypted_backup_of_postgres_15_is_streamed_and_restores(make_cluster, repo, tmp_path):
+def test_encrypted_backup_of_postgres_15_is_streamed_and_restores(pg15_primary, make_cluster, repo, tmp_path):
     from backup_tools.security.keys import generate_key_file_text
 
-    if not (PG15 / "postgres").exists():
-        pytest.skip(f"PostgreSQL 15 binaries not installed at {PG15} (Debian package postgresql-15)")
-    pg15 = find_pg_bin(PG15)
-    old = make_cluster("old", pg=pg15)
-    old.init(has_archiving=True, archive_url=repo.url)
-    old.start()
+    old, pg15 = pg15_primary, pg15_primary.pg
     old.safe_sql("CREATE TABLE items AS SELECT g AS id, 'row ' || g AS note FROM generate_series(1, 500) g")
     key = tmp_path / "backup.key"
     key.write_text(generate_key_file_text())
