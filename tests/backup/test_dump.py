@@ -249,6 +249,8 @@ def test_compressed_logical_backup_round_trips_on_postgresql_15(make_cluster, tm
 
 @pytest.mark.skipif(not (PG15 / "pg_dump").exists(), reason=f"PostgreSQL 15 client programs not installed in {PG15}")
 def test_pg_dump_older_than_the_server_is_refused(source, repo, pg_bin):
+    if pg_bin.major <= 15:  # the tox envs pg14 and pg15: Debian's pg_dump 15 is not older than the server
+        pytest.skip(f"needs a server newer than PostgreSQL 15; binaries are {pg_bin.version}")
     old = PgBin(bindir=PG15, version="15", major=15, source="test")
     before, repo_before = source.fingerprint(), repo_snapshot(repo)
     with pytest.raises(VersionMismatch, match=rf"pg_dump 15\.\d+ .* is older than PostgreSQL {pg_bin.major}"):
