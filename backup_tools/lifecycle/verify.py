@@ -17,7 +17,7 @@ from backup_tools.backup.basebackup import MANIFEST, verify_dir
 from backup_tools.catalog import BACKUPS, BackupRecord
 from backup_tools.errors import BackupToolsError, RecoveryError
 from backup_tools.pg.bin import PgBin
-from backup_tools.pg.checks import fingerprint_schemas
+from backup_tools.pg.checks import fingerprint_schemas, user_databases
 from backup_tools.pg.conn import text_as_str
 from backup_tools.pg.ports import free_port
 from backup_tools.pg.schemadigest import digest_diff, schema_digest
@@ -150,7 +150,7 @@ def fingerprint_all(socket_dir: Path, port: int, *, user: str, digests: dict[str
     """Fingerprints of every user schema of every connectable non-template database (and their schema digests)."""
     conninfo = {"host": str(socket_dir), "port": port, "user": user, "connect_timeout": 10, "autocommit": True}
     with text_as_str(psycopg.connect(dbname="postgres", **conninfo)) as conn:
-        names = [r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate")]
+        names = user_databases(conn)
     out = {}
     for name in sorted(names):
         with text_as_str(psycopg.connect(dbname=name, **conninfo)) as conn:

@@ -106,6 +106,12 @@ def user_schemas(conn: psycopg.Connection) -> list[str]:
     return [r[0] for r in conn.execute(_USER_SCHEMAS).fetchall()]
 
 
+def user_databases(conn: psycopg.Connection) -> list[str]:
+    """The cluster's non-template databases that accept connections, by name."""
+    rows = conn.execute("SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY datname")
+    return [r[0] for r in rows]
+
+
 def fingerprint_schemas(conn: psycopg.Connection, *, exclude: tuple[str, ...] = ()) -> Fingerprint:
     """Fingerprint every table of every user schema; public's tables by name, the others as schema.table."""
     out: dict[str, TableFingerprint] = {}
