@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import functools
 import os
 import shutil
@@ -16,9 +14,7 @@ from typing import BinaryIO
 
 from backup_tools.errors import IntegrityCheckFailed
 from backup_tools.repo.objects import drain
-from backup_tools.streams import CHUNK
-
-F_SETPIPE_SZ = 1031  # Linux fcntl: pipe buffer size
+from backup_tools.streams import CHUNK, widen_pipe
 
 
 class TarPipe:
@@ -88,8 +84,7 @@ def untar(stream: BinaryIO, target: Path, *, path: Path | None = None) -> None:
                 drain(stream)
             else:
                 assert proc.stdin is not None
-                with contextlib.suppress(OSError):
-                    fcntl.fcntl(proc.stdin.fileno(), F_SETPIPE_SZ, CHUNK)  # fewer, larger pipe transfers
+                widen_pipe(proc.stdin.fileno())  # fewer, larger pipe transfers
                 _feed(stream, proc.stdin)
         except BaseException:
             proc.kill()

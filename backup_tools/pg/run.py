@@ -16,6 +16,7 @@ from typing import IO, Any, Generic, TypeVar
 
 from backup_tools.errors import BinaryNotFound, ToolFailed, VersionMismatch
 from backup_tools.pg.bin import PgBin, tool_version
+from backup_tools.streams import widen_pipe
 
 T = TypeVar("T")
 Argv = Sequence[str | os.PathLike[str]]
@@ -154,6 +155,7 @@ def run_pipeline(
             stack.callback(timer.cancel)
         last = procs[-1].stdout
         assert last is not None
+        widen_pipe(last.fileno())
         try:
             value = consumer(last) if consumer is not None else last.read()
         except BaseException as e:

@@ -32,6 +32,17 @@ def test_pipeline_streams_into_the_consumer_and_reports_each_stage():
     assert [(s.program, s.returncode) for s in result.stages] == [("sh", 0), ("gzip", 0)]
 
 
+@pytest.mark.skipif(not Path("/proc/sys/fs/pipe-max-size").exists(), reason="pipe sizes are set on Linux only")
+def test_the_consumer_reads_a_pipe_widened_to_a_chunk():
+    import fcntl
+
+    from backup_tools.streams import CHUNK
+
+    allowed = int(Path("/proc/sys/fs/pipe-max-size").read_text())
+    sizes = run_pipeline([["true"]], consumer=lambda out: fcntl.fcntl(out.fileno(), 1032)).value  # F_GETPIPE_SZ
+    assert sizes >= min(CHUNK, allowed) > 65536
+
+
 def test_a_failing_last_stage_is_named():
     with pytest.raises(ToolFailed, match=r"sh failed \(exit 2\): ERROR: disk full \(stage 2 of `printf \| sh`"):
         run_pipeline([["printf", "x"], ["sh", "-c", "cat >/dev/null; echo 'ERROR: disk full' >&2; exit 2"]])
