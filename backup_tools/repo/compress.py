@@ -2,7 +2,9 @@
 
 Stored format: plain standard streams, so an operator can always fall back to `zstd -d` or `gunzip`.
 
-- "zstd": a sequence of independent zstd frames, one per 1 MiB of input, each recording its content size
+- "zstd": a sequence of independent zstd frames, one per 1 MiB of input, each recording its content size and
+  an XXH64 checksum of that content (checked on reading, so the plaintext needs no second hash: see
+  frames_checksummed)
   (an empty input is one empty frame); the frames are compressed by several threads at once. Decompression therefore never holds more than about one frame
   of output in memory, however compressible the data (empty pages, zero-filled WAL).
 - "gzip": one gzip member (RFC 1952); several concatenated members are accepted on reading.
@@ -35,6 +37,7 @@ DEFAULT_LEVELS = {"zstd": 3, "gzip": 6}
 FRAME_SIZE = 1 << 20
 COMPRESS_THREADS = min(4, os.cpu_count() or 1)  # zstd frames compressed at once (the stored format is the same)
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+FRAME_DESCRIPTOR = 4  # offset of a zstd frame's header descriptor byte; its bit 2 flags a content checksum
 GZIP_MAGIC = b"\x1f\x8b"
 _GZIP_WBITS = 16 + zlib.MAX_WBITS
 
@@ -146,6 +149,10 @@ class _Decompress(PullReader):
     def _tail(self) -> bytes:
         return b""
 
+    def _frame_start(self, data: bytes) -> bytes:
+        """See the start of a new frame or member before decoding it; return the data to decode."""
+        return data
+
     def _produce(self) -> bytes | None:
         if self._dec is not None and self._dec.eof:
             self._pending, self._dec = self._dec.unused_data + self._pending, None
@@ -159,6 +166,7 @@ class _Decompress(PullReader):
                 what = "is empty" if self._dec is None else "ends in the middle of a frame"
                 raise IntegrityCheckFailed(f"{self.name} stream {what} (truncated object); restore from another copy")
         if self._dec is None:
+            data = self._frame_start(data)
             self._dec, self._units = self._new(), self._units + 1
         try:
             return self._feed(data)
@@ -169,7 +177,26 @@ class _Decompress(PullReader):
 
 
 class _ZstdDecompress(_Decompress):
+    """Also records whether the frames carry XXH64 content checksums (ours always have: write_checksum).
+
+    The first frame decides `checksummed`; a later frame that differs is refused, as no writer of ours mixes them.
+    """
+
     name = "zstd"
+    checksummed: bool | None = None
+
+    def _frame_start(self, data: bytes) -> bytes:
+        while len(data) < FRAME_DESCRIPTOR + 1 and (more := self._src.read(READ_SIZE)):
+            data += more
+        has = data[:4] == ZSTD_MAGIC and len(data) > FRAME_DESCRIPTOR and bool(data[FRAME_DESCRIPTOR] & 0x04)
+        if self.checksummed is None:
+            self.checksummed = has
+        elif has != self.checksummed:
+            raise IntegrityCheckFailed(
+                f"zstd frame {self._units + 1} {'has' if has else 'lacks'} a content checksum, unlike the frames "
+                "before it (altered object); restore from another backup or copy"
+            )
+        return data
 
     def _new(self) -> Any:
         return zstandard.ZstdDecompressor().decompressobj()
@@ -203,6 +230,14 @@ def compressing_reader(src: BinaryIO, *, codec: str, level: int | None = None) -
 def zstd_compressing_reader(src: BinaryIO, *, level: int = DEFAULT_LEVELS["zstd"], threads: int) -> BinaryIO:
     """compressing_reader's zstd stream with a chosen number of compressing threads (tests, the benchmark)."""
     return as_binary_io(_ZstdCompress(src, level, threads))
+
+
+def frames_checksummed(stream: BinaryIO) -> bool:
+    """True once a stream from decompressing_reader has shown that its zstd frames carry content checksums.
+
+    Each frame's XXH64 is then checked as it is decoded, so the plaintext needs no second hash on reading.
+    """
+    return getattr(getattr(stream, "raw", None), "checksummed", None) is True
 
 
 def decompressing_reader(src: BinaryIO, *, codec: str) -> BinaryIO:

@@ -24,7 +24,7 @@ from typing import Any, BinaryIO
 
 from backup_tools.errors import IntegrityCheckFailed, RepositoryError
 from backup_tools.repo.base import Repository
-from backup_tools.repo.compress import check_codec, compressing_reader, decompressing_reader
+from backup_tools.repo.compress import check_codec, compressing_reader, decompressing_reader, frames_checksummed
 from backup_tools.repo.objstreams import Chain, CheckedPlain, Hashing, Named
 from backup_tools.streams import CHUNK, HashingReader, fsync_dir, sha256_of
 
@@ -161,8 +161,9 @@ def open_object(
         )  # fmt: skip
     if codec == "none" and sealing is None and sha256 is not None and plain_sha256 in (None, sha256):
         return io.BufferedReader(Named(stream, key=key, url=repo.url), CHUNK)  # type: ignore[arg-type,return-value]
-    stream = decompressing_reader(stream, codec=codec)
-    reader = CheckedPlain(stream, key=key, sha256=plain_sha256, size=plain_size)
+    plain = decompressing_reader(stream, codec=codec)
+    reader = CheckedPlain(plain, key=key, sha256=plain_sha256, size=plain_size,
+                          self_checked=(lambda: frames_checksummed(plain)) if codec == "zstd" else None)  # fmt: skip
     return io.BufferedReader(Named(reader, key=key, url=repo.url), CHUNK)  # type: ignore[arg-type,return-value]
 
 
