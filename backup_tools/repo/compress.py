@@ -2,11 +2,11 @@
 
 Stored format: plain standard streams, so an operator can always fall back to `zstd -d` or `gunzip`.
 
-- "zstd": a sequence of independent zstd frames, one per 1 MiB of input, each recording its content size and
-  an XXH64 checksum of that content (checked on reading, so the plaintext needs no second hash: see
-  frames_checksummed)
-  (an empty input is one empty frame); the frames are compressed by several threads at once. Decompression therefore never holds more than about one frame
-  of output in memory, however compressible the data (empty pages, zero-filled WAL).
+- "zstd": a sequence of independent zstd frames, one per 1 MiB of input (an empty input is one empty frame), each
+  recording its content size and an XXH64 checksum of that content, checked as it is decoded (so the plaintext
+  needs no second hash on reading: frames_checksummed). Several threads compress frames at once. Decompression
+  never holds more than about one frame of output in memory, however compressible the data (empty pages,
+  zero-filled WAL).
 - "gzip": one gzip member (RFC 1952); several concatenated members are accepted on reading.
 - "none": the bytes unchanged.
 
