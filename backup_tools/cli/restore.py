@@ -66,8 +66,11 @@ def cmd_restore(args: argparse.Namespace) -> int:
     if args.start:
         if args.port is None or args.socket_dir is None:
             raise UsageError("--start needs --port and --socket-dir for the restored server")
+        from backup_tools.wal.prefetch import WalFollower
+
+        follower = WalFollower(repo, result.follow, result.data_dir) if result.follow else None
         started = start_restored(result.data_dir, pg=pg, port=args.port, socket_dir=Path(args.socket_dir),
-                                 target=target, log=log)  # fmt: skip
+                                 target=target, follower=follower, log=log)  # fmt: skip
         log(f"### Restored server {started.outcome} after {started.seconds:.1f} s; log: {started.logfile}")
         if erase:
             erase(f"host={args.socket_dir} port={args.port} dbname={args.erasure_dbname} user={args.erasure_user}")

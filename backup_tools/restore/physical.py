@@ -40,7 +40,7 @@ from backup_tools.restore.start import (
 )
 from backup_tools.wal.archive import wal_names
 from backup_tools.wal.lsn import classify, find_gaps, parse_lsn, parse_segment_name, segment_name
-from backup_tools.wal.prefetch import prefetch_wal, prefetching_command, wal_to_prefetch
+from backup_tools.wal.prefetch import FollowPlan, prefetch_wal, prefetching_command, wal_to_follow, wal_to_prefetch
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +57,7 @@ class RestoreResult:
     target: RecoveryTarget | None
     bytes: int
     phases: dict[str, float] = field(default_factory=dict)
+    follow: FollowPlan | None = None  # the WAL start_restored keeps fetching ahead of recovery (None: no prefetch)
 
 
 def restore_command(
@@ -195,7 +196,8 @@ def restore(
         for stage in staged:
             shutil.rmtree(stage, ignore_errors=True)
     log(f"### Restored {total} bytes; recovery will replay WAL to {(target or RecoveryTarget()).describe()}")
-    return RestoreResult(to, record.id, tuple(r.id for r in chain), target, total, phases)
+    follow = wal_to_follow(record, names, early, key_file=wal_key) if prefetch else None
+    return RestoreResult(to, record.id, tuple(r.id for r in chain), target, total, phases, follow)
 
 
 def archive_end(record: Any, names: list[str]) -> tuple[str, int] | None:

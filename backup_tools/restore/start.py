@@ -23,7 +23,7 @@ from backup_tools.pg.run import run
 from backup_tools.pg.server import read_log, server_running
 from backup_tools.restore.pitr import RecoveryTarget
 from backup_tools.wal.lsn import format_lsn, parse_lsn
-from backup_tools.wal.prefetch import PREFETCH_DIR, remove_prefetched
+from backup_tools.wal.prefetch import PREFETCH_DIR, WalFollower, remove_prefetched
 
 logger = logging.getLogger(__name__)
 
@@ -70,13 +70,34 @@ def start_restored(
     target: RecoveryTarget | None = None,
     logfile: Path | None = None,
     timeout: float = 600,
+    follower: WalFollower | None = None,
     log: Log = logger.info,
 ) -> StartedServer:
-    """Start a restored data directory and wait until recovery reached its target (promoted, or paused)."""
+    """Start a restored data directory and wait until recovery reached its target (promoted, or paused).
+
+    follower: fetches archived WAL ahead of recovery while it runs (wal/prefetch.py), stopped before this returns.
+    """
     logfile = logfile or data_dir.parent / f"{data_dir.name}.log"
     describe = (target or RecoveryTarget()).describe()
     log(f"### Starting the restored server in {data_dir} on port {port}; replaying WAL to {describe}")
     began, offset = time.monotonic(), logfile.stat().st_size if logfile.exists() else 0
+    if follower is not None:
+        follower.start(logfile, offset)
+    try:
+        return _wait_for_target(data_dir, pg=pg, port=port, socket_dir=socket_dir, target=target, logfile=logfile,
+                                timeout=timeout, began=began, offset=offset, follower=follower)  # fmt: skip
+    finally:
+        if follower is not None:
+            follower.stop()
+            if follower.fetched or follower.error:
+                stopped = f"; it stopped at: {follower.error}" if follower.error else ""
+                log(f"### Fetched {follower.fetched} WAL file(s) ahead of recovery while it ran{stopped}")
+
+
+def _wait_for_target(data_dir: Path, *, pg: PgBin, port: int, socket_dir: Path, target: RecoveryTarget | None,
+                     logfile: Path, timeout: float, began: float, offset: int,
+                     follower: WalFollower | None = None) -> StartedServer:  # fmt: skip
+    describe = (target or RecoveryTarget()).describe()
     try:
         options = ["-p", str(port), "-k", str(socket_dir), "-c", "listen_addresses="]
         pg_server.start(pg, data_dir, logfile=logfile, options=options, timeout=timeout)
@@ -98,6 +119,8 @@ def start_restored(
             state = run([pg.tool("pg_controldata"), "-D", data_dir], check=False).stdout
             if "in production" in state:
                 check_recovery_end(data_dir, logfile, offset=offset, pg=pg)
+                if follower is not None:
+                    follower.stop()  # before the directory it writes into goes
                 remove_prefetched(data_dir)
                 return StartedServer(data_dir, port, socket_dir, logfile, "promoted", time.monotonic() - began)
         time.sleep(0.02)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -220,3 +221,36 @@ def test_recovery_that_ends_before_the_end_of_the_archive_fails_the_restore(prim
     assert "recovery ended early: redo ended at" in done.stderr
     assert f"the archive holds WAL up to {segments[-1]}" in done.stderr
     assert server_running(tmp_path / "early") is None
+
+
+@pytest.mark.integration
+def test_a_started_restore_fetches_the_archive_ahead_of_recovery(primary, repo, pg_bin, tmp_path):
+    physical_backup(dsn=primary.dsn, repo=repo, kind="full", pg=pg_bin, log=quiet)
+    segments = archive_batches(primary, 12)
+    done = restore_and_start(repo, pg_bin, tmp_path, "followed")
+    assert done.returncode == 0, done.stderr
+    fetched = re.search(r"### Fetched (\d+) WAL file\(s\) ahead of recovery while it ran\n", done.stderr)
+    assert fetched and int(fetched.group(1)) >= 6, done.stderr  # the first few were prefetched before the start
+    log = (tmp_path / "followed.log").read_text()
+    assert f'restored log file "{segments[-1]}" from archive' in log
+    assert not (tmp_path / "followed" / "pg_wal" / "pgdrill-prefetch").exists()
+    sock = tmp_path / "sock-followed"
+    port = int(re.search(r"on port (\d+)", done.stderr).group(1))
+    try:
+        with psycopg.connect(host=str(sock), port=port, user="postgres", dbname="postgres") as conn:
+            assert conn.execute("SELECT count(*) FROM ledger").fetchone()[0] == 12_000
+    finally:
+        stop_restored(tmp_path / "followed", pg=pg_bin)
+
+
+@pytest.mark.integration
+def test_a_misnamed_segment_ahead_of_recovery_is_never_handed_to_it(primary, repo, pg_bin, tmp_path):
+    physical_backup(dsn=primary.dsn, repo=repo, kind="full", pg=pg_bin, log=quiet)
+    segments = archive_batches(primary, 10)
+    repo.delete(f"wal/{segments[8]}")
+    (repo.root / "wal" / segments[8]).write_bytes((repo.root / "wal" / segments[7]).read_bytes())
+    done = restore_and_start(repo, pg_bin, tmp_path, "misnamed-ahead")
+    assert done.returncode != 0, done.stdout
+    assert f"is not the WAL file {segments[8]}: it was archived as {segments[7]}" in done.stderr
+    assert "ahead of recovery while it ran; it stopped at:" in done.stderr
+    assert server_running(tmp_path / "misnamed-ahead") is None
