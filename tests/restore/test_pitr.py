@@ -227,17 +227,16 @@ def test_recovery_that_ends_before_the_end_of_the_archive_fails_the_restore(prim
 def test_a_started_restore_fetches_the_archive_ahead_of_recovery(primary, repo, pg_bin, tmp_path):
     physical_backup(dsn=primary.dsn, repo=repo, kind="full", pg=pg_bin, log=quiet)
     segments = archive_batches(primary, 12)
-    done = restore_and_start(repo, pg_bin, tmp_path, "followed")
-    assert done.returncode == 0, done.stderr
-    fetched = re.search(r"### Fetched (\d+) WAL file\(s\) ahead of recovery while it ran\n", done.stderr)
-    assert fetched and int(fetched.group(1)) >= 6, done.stderr  # the first few were prefetched before the start
-    log = (tmp_path / "followed.log").read_text()
-    assert f'restored log file "{segments[-1]}" from archive' in log
-    assert not (tmp_path / "followed" / "pg_wal" / "pgdrill-prefetch").exists()
-    sock = tmp_path / "sock-followed"
-    port = int(re.search(r"on port (\d+)", done.stderr).group(1))
     try:
-        with psycopg.connect(host=str(sock), port=port, user="postgres", dbname="postgres") as conn:
+        done = restore_and_start(repo, pg_bin, tmp_path, "followed")
+        assert done.returncode == 0, done.stderr
+        fetched = re.search(r"### Fetched (\d+) WAL file\(s\) ahead of recovery while it ran\n", done.stderr)
+        assert fetched and int(fetched.group(1)) >= 6, done.stderr  # the first few were prefetched before the start
+        log = (tmp_path / "followed.log").read_text()
+        assert f'restored log file "{segments[-1]}" from archive' in log
+        assert not (tmp_path / "followed" / "pg_wal" / "pgdrill-prefetch").exists()
+        port = int(re.search(r"on port (\d+)", done.stderr).group(1))
+        with psycopg.connect(host=str(tmp_path / "sock-followed"), port=port, user="postgres", dbname="postgres") as conn:
             assert conn.execute("SELECT count(*) FROM ledger").fetchone()[0] == 12_000
     finally:
         stop_restored(tmp_path / "followed", pg=pg_bin)
