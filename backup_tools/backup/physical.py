@@ -3,8 +3,9 @@
 Order of writes: repository lock; identity check (system identifier and major version); catalog STARTED;
 pg_basebackup into staging (base.tar stored and checksummed per file as it is written); the backup_manifest
 check (backup/manifest.py; pg_verifybackup too where it reads the format); objects stored (checksummed); catalog DONE written last
-(atomically, by Repository.write_catalog). Any failure writes FAILED and re-raises. An encrypted backup
-stages no data: pg_basebackup's one tar is piped into the repository and checked as it passes (streamed.py).
+(atomically, by Repository.write_catalog). Any failure writes FAILED and re-raises. An encrypted backup, and
+any tar-format backup to S3, stages no data: pg_basebackup's one tar is piped into the repository and checked as
+it passes (streamed.py).
 """
 
 from __future__ import annotations
@@ -185,7 +186,9 @@ def _take(record: BackupRecord, *, dsn: str, repo: Repository, pg: PgBin, state:
             raise BackupNotFound(f"parent backup {parent.id} has no {MANIFEST}; take a --kind full backup")
         psealing = open_sealing(parent.encryption, key_file=key_file)
         copy_to_file(_open_entry(repo, parent, entry, psealing), parent_manifest)
-    if sealing is not None:  # encrypted: no data is staged, the tar is piped and checked (backup/streamed.py)
+    if sealing is not None or (fmt == "tar" and repo.local_path(f"{BACKUPS}/{record.id}") is None):
+        # encrypted, or bound for S3: no data is staged (no plaintext on disk, no local disk the size of the
+        # database); the one tar is piped and checked (backup/streamed.py)
         files, stop_time, facts = take_streamed(record, dsn=dsn, repo=repo, pg=pg, state=state, sealing=sealing,
                                                 parent_manifest=parent_manifest, staging=staging, log=log)  # fmt: skip
         return _done(record, staging / MANIFEST, state, files, stop_time=stop_time,

@@ -1,4 +1,4 @@
-"""An encrypted physical backup that stages no plaintext: pg_basebackup's tar is piped into the repository.
+"""A physical backup that stages no data (encrypted, or bound for S3): pg_basebackup's tar is piped into the repository.
 
 `pg_basebackup -D - -F t -X fetch` writes one tar to stdout (the backup's WAL under pg_wal/, backup_manifest
 injected as its last member). It goes through store_object (compress -> encrypt -> upload) while TarScan
@@ -51,14 +51,15 @@ class Tapped(io.RawIOBase):
 
 
 def take_streamed(record: BackupRecord, *, dsn: str, repo: Repository, pg: PgBin, state: Any,
-                  parent_manifest: Path | None, sealing: Sealing, staging: Path,
+                  parent_manifest: Path | None, sealing: Sealing | None, staging: Path,
                   log: Log = logger.info) -> tuple[list[FileEntry], datetime, dict[str, str]]:  # fmt: skip
     """Store the backup's one tar and its manifest, checked; return the file entries, stop time and facts."""
     codec = record.options["compression"]
     name = "base.tar" + SUFFIXES[codec]
     key = f"{BACKUPS}/{record.id}/{name}"
     scan = TarScan(MANIFEST_CHECKSUMS, keep=MANIFEST)
-    log(f"### Streaming pg_basebackup (one tar, WAL fetched into it) into {key}, encrypted: no data is staged")
+    why = "encrypted" if sealing is not None else "to a remote repository"
+    log(f"### Streaming pg_basebackup (one tar, WAL fetched into it) into {key}, {why}: no data is staged")
 
     def store(out: IO[bytes]) -> StoredObject:
         reader = io.BufferedReader(Tapped(out, scan.feed), CHUNK)

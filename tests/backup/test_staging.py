@@ -173,3 +173,31 @@ def test_a_logical_directory_dump_removes_what_a_killed_run_left(s3, s3_prefix, 
     assert done.returncode == 0, done.stderr
     assert not stale.exists() and holding(stale.parent, MARKER.encode()) == []
     assert stat.S_IMODE(stale.parent.stat().st_mode) == 0o700
+
+
+def test_a_backup_to_s3_stages_no_data_and_needs_no_local_disk_for_it(s3, s3_prefix, make_cluster, pg_bin, tmp_path):
+    url, staging, tmp = s3.repo_url(s3.primary_region, s3_prefix), tmp_path / "st", tmp_path / "t"
+    env = {**os.environ, **s3.env(), "TMPDIR": str(tmp)}
+    staging.mkdir()
+    tmp.mkdir()
+    cluster = make_cluster("piped")
+    cluster.init()
+    cluster.start()
+    cluster.safe_sql(f"CREATE TABLE t AS SELECT g AS id, '{MARKER}' || g AS v FROM generate_series(1, 300000) g")
+    sampler = Sampler(staging, tmp)
+    done = subprocess.run([sys.executable, "-m", "backup_tools", "backup", "--dsn", cluster.dsn, "--repo", url,
+                           "--kind", "full", "--staging-dir", str(staging)], env=env, capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    sampler.stop()
+    assert done.returncode == 0, done.stderr
+    assert "to a remote repository: no data is staged" in done.stderr
+    assert sampler.plaintext == set() and sampler.samples > 3
+    listed = json.loads(subprocess.run([sys.executable, "-m", "backup_tools", "list", "--repo", url, "--json"], env=env,
+                                       capture_output=True, text=True, check=True).stdout)  # fmt: skip
+    assert sorted(f["name"] for f in listed[-1]["files"]) == ["backup_manifest", "base.tar.zst"]  # WAL inside
+    restored = tmp_path / "restored"
+    back = subprocess.run([sys.executable, "-m", "backup_tools", "restore", "--repo", url, "--to", str(restored),
+                           "--target-immediate", "--pg-bin", str(pg_bin.bindir)], env=env, capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    assert back.returncode == 0, back.stderr
+    assert holding(restored / "base", MARKER.encode())
