@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -50,7 +51,9 @@ def test_full_incremental_and_wal_in_s3_restore_to_a_time_from_s3_alone(s3, s3_p
     write_rows(primary, 21, 40)
     primary.safe_sql("DELETE FROM ledger WHERE id % 7 = 0")
     incremental = cli("backup", "--dsn", primary.dsn, "--repo", url, "--kind", "incremental", env=env).stdout.strip()
-    write_rows(primary, 41, 60)
+    for first in range(41, 61, 2):  # ten archived segments: more than a restore prefetches before the start
+        write_rows(primary, first, first + 1)
+        primary.archive_current_wal()
     time.sleep(0.3)
     (target_time,) = primary.safe_sql("SELECT clock_timestamp()")[0]
     with primary.connect() as conn:
@@ -75,6 +78,7 @@ def test_full_incremental_and_wal_in_s3_restore_to_a_time_from_s3_alone(s3, s3_p
     done = cli("restore", "--repo", url, "--to", str(data), "--target-time", target_time.isoformat(), "--start",
                "--port", str(port), "--socket-dir", str(sock), env=env)  # fmt: skip
     assert done.stdout.strip() == incremental and "promoted" in done.stderr
+    assert re.search(r"### Fetched [1-9]\d* WAL file\(s\) ahead of recovery while it ran\n", done.stderr), done.stderr
     try:
         with psycopg.connect(host=str(sock), port=port, user="postgres", dbname="postgres", autocommit=True) as conn:
             got = fingerprint(conn)
