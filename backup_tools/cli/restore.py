@@ -144,7 +144,8 @@ def add_restore_parsers(verbs: Any) -> None:
     )
     r.add_argument("--keep-archiving", action="store_true", help="leave archive_mode as in the backup (default: off)")
     r.add_argument(
-        "--start", action="store_true", help="start the restored server and wait until it reached the target"
+        "--start", action="store_true",
+        help="start the restored server and wait until it reached the target, fetching archived WAL ahead of recovery",
     )
     r.add_argument("--port", type=int, help="port for --start")
     r.add_argument("--socket-dir", help="unix socket directory for --start")
