@@ -13,7 +13,6 @@ from backup_tools.errors import IntegrityCheckFailed
 
 CHUNK = 1 << 20
 READ_SIZE = 1 << 16
-F_SETPIPE_SZ = 1031  # Linux fcntl: set a pipe's buffer size
 
 
 def widen_pipe(fd: int, size: int = CHUNK) -> None:
@@ -24,8 +23,9 @@ def widen_pipe(fd: int, size: int = CHUNK) -> None:
     """
     import fcntl
 
-    with contextlib.suppress(OSError):
-        fcntl.fcntl(fd, F_SETPIPE_SZ, size)
+    if hasattr(fcntl, "F_SETPIPE_SZ"):  # Linux only
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, size)
 
 
 class HashingReader(io.RawIOBase):

@@ -39,7 +39,7 @@ def test_the_consumer_reads_a_pipe_widened_to_a_chunk():
     from backup_tools.streams import CHUNK
 
     allowed = int(Path("/proc/sys/fs/pipe-max-size").read_text())
-    sizes = run_pipeline([["true"]], consumer=lambda out: fcntl.fcntl(out.fileno(), 1032)).value  # F_GETPIPE_SZ
+    sizes = run_pipeline([["true"]], consumer=lambda out: fcntl.fcntl(out.fileno(), fcntl.F_GETPIPE_SZ)).value
     assert sizes >= min(CHUNK, allowed) > 65536
 
 
