@@ -188,7 +188,9 @@ class _ZstdDecompress(_Decompress):
     def _frame_start(self, data: bytes) -> bytes:
         while len(data) < FRAME_DESCRIPTOR + 1 and (more := self._src.read(READ_SIZE)):
             data += more
-        has = data[:4] == ZSTD_MAGIC and len(data) > FRAME_DESCRIPTOR and bool(data[FRAME_DESCRIPTOR] & 0x04)
+        if data[:4] != ZSTD_MAGIC or len(data) <= FRAME_DESCRIPTOR:
+            return data  # not a frame header: the decoder says how the stream is damaged
+        has = bool(data[FRAME_DESCRIPTOR] & 0x04)
         if self.checksummed is None:
             self.checksummed = has
         elif has != self.checksummed:

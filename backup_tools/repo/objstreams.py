@@ -69,11 +69,12 @@ class CheckedPlain(Hashing):
         else:
             n = self._raw.readinto(buffer)  # type: ignore[attr-defined]
             self.size += n
-            if n and self._self_checked():
-                self._sha256 = None  # the codec checked these bytes; a plain count suffices
-            elif n:  # not self-checked after all: hash from here on, starting with these bytes
-                self._hash.update(buffer[:n])
-                self._self_checked = None
+            if n and self._sha256 is not None:  # the first bytes decide
+                if self._self_checked():
+                    self._sha256 = None  # the codec checks every byte; a plain count suffices
+                else:  # hash from here on, starting with these bytes
+                    self._hash.update(buffer[:n])
+                    self._self_checked = None
         if n == 0 and not self._checked:
             self._checked = True
             check_read(self._key, self.size, self.hexdigest(), size=self._size, sha256=self._sha256)
