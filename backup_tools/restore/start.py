@@ -85,7 +85,8 @@ def start_restored(
         follower.start(logfile, offset)
     try:
         return _wait_for_target(data_dir, pg=pg, port=port, socket_dir=socket_dir, target=target, logfile=logfile,
-                                timeout=timeout, began=began, offset=offset, follower=follower)  # fmt: skip
+                                timeout=timeout, began=began, offset=offset, describe=describe,
+                                follower=follower)  # fmt: skip
     finally:
         if follower is not None:
             follower.stop()
@@ -95,9 +96,8 @@ def start_restored(
 
 
 def _wait_for_target(data_dir: Path, *, pg: PgBin, port: int, socket_dir: Path, target: RecoveryTarget | None,
-                     logfile: Path, timeout: float, began: float, offset: int,
+                     logfile: Path, timeout: float, began: float, offset: int, describe: str,
                      follower: WalFollower | None = None) -> StartedServer:  # fmt: skip
-    describe = (target or RecoveryTarget()).describe()
     try:
         options = ["-p", str(port), "-k", str(socket_dir), "-c", "listen_addresses="]
         pg_server.start(pg, data_dir, logfile=logfile, options=options, timeout=timeout)
