@@ -12,6 +12,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -82,6 +83,8 @@ def test_no_password_or_key_in_argv_environ_output_logs_reports_or_alerts(make_c
         ]
         cluster.archive_current_wal()
         for argv in steps:
+            if argv[0] == "check":  # every backup older than max_age, so check does alert (the steps may take < 1 s)
+                time.sleep(1.1)
             done = run_cli(*argv, env=env | {"PGDRILL_TEST_WEBHOOK": server.server_address and
                                              f"http://127.0.0.1:{server.server_address[1]}/hook"})  # fmt: skip
             outputs += [done.stdout, done.stderr]
